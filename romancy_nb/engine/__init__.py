@@ -1,0 +1,24 @@
+"""The engine: workflows, activities, replay, retries, saga. No Jupyter, no SQL."""
+
+from romancy_nb.engine.app import App
+from romancy_nb.engine.context import ActivityContext, WorkflowContext
+from romancy_nb.engine.definitions import Activity, Workflow, activity, workflow
+from romancy_nb.engine.info import InstanceInfo, InstancePage, StepInfo
+from romancy_nb.engine.registry import Registry, registry
+from romancy_nb.engine.retry import RetryPolicy
+
+__all__ = [
+    "Activity",
+    "ActivityContext",
+    "App",
+    "InstanceInfo",
+    "InstancePage",
+    "Registry",
+    "RetryPolicy",
+    "StepInfo",
+    "Workflow",
+    "WorkflowContext",
+    "activity",
+    "registry",
+    "workflow",
+]

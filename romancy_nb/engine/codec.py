@@ -1,0 +1,226 @@
+"""Typed JSON for everything the store keeps: arguments, results, workflow input.
+
+Values are encoded with pydantic ``TypeAdapter``s built from the function's annotations, so
+a result comes back from replay as the type it was declared as (a pydantic model, a
+dataclass, ``list[int]``...). Serialization runs with ``warnings="error"``: a value that
+does not match its annotation, or a type JSON cannot hold, fails at once with an error that
+names the function and the type — nothing is pickled behind the user's back.
+
+pandas DataFrames are supported as a tagged JSON table that keeps every column's dtype.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any
+
+import typing_extensions
+from pydantic import PlainSerializer, PlainValidator, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from romancy_nb.errors import RomancyError, SerializationError
+
+_TAG = "__romancy_type__"
+
+
+class InvalidArgumentsError(RomancyError, TypeError):
+    """Arguments do not match the function's signature or annotations; nothing was stored."""
+
+
+# pandas, without importing it unless a DataFrame is really involved
+
+
+def _is_dataframe_type(tp: Any) -> bool:
+    return getattr(tp, "__name__", None) == "DataFrame" and str(
+        getattr(tp, "__module__", "")
+    ).startswith("pandas")
+
+
+def _is_dataframe(value: Any) -> bool:
+    return _is_dataframe_type(type(value))
+
+
+def _dataframe_to_json(frame: Any) -> dict[str, Any]:
+    return {
+        _TAG: "pandas.DataFrame",
+        "table": frame.to_json(orient="table", date_unit="ns"),
+        "dtypes": [str(dtype) for dtype in frame.dtypes],
+    }
+
+
+def _dataframe_from_json(value: Any) -> Any:
+    import pandas as pd
+
+    if _is_dataframe(value):
+        return value
+    if not (isinstance(value, dict) and value.get(_TAG) == "pandas.DataFrame"):
+        raise ValueError("expected a stored pandas DataFrame")
+    frame = pd.read_json(io.StringIO(value["table"]), orient="table")
+    for column, dtype in zip(frame.columns, value["dtypes"], strict=True):
+        if str(frame[column].dtype) != dtype:
+            frame[column] = frame[column].astype(dtype)
+    return frame
+
+
+def _any_to_json(value: Any) -> Any:
+    if _is_dataframe(value):
+        return _dataframe_to_json(value)
+    return _ANY.dump_python(value, mode="json", warnings="error")
+
+
+def _any_from_json(value: Any) -> Any:
+    if isinstance(value, dict) and value.get(_TAG) == "pandas.DataFrame":
+        return _dataframe_from_json(value)
+    return value
+
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_DataFrameJson = Annotated[
+    Any, PlainSerializer(_dataframe_to_json), PlainValidator(_dataframe_from_json)
+]
+_AnyJson = Annotated[Any, PlainSerializer(_any_to_json), PlainValidator(_any_from_json)]
+
+
+def _resolve(tp: Any) -> Any:
+    if tp is Any or tp is inspect.Parameter.empty:
+        return _AnyJson
+    if _is_dataframe_type(tp):
+        return _DataFrameJson
+    return tp
+
+
+@lru_cache(maxsize=4096)
+def adapter(tp: Any) -> TypeAdapter[Any]:
+    """The cached adapter for an annotation (``Any`` handles DataFrames too)."""
+    return TypeAdapter(_resolve(tp))
+
+
+def _unstorable(what: str, value: Any, error: Exception) -> SerializationError:
+    return SerializationError(
+        f"cannot store {what}: a {type(value).__name__} value does not serialize to JSON "
+        f"for its annotation ({error}). Annotate it with a pydantic model, a dataclass or a "
+        "JSON type, or convert it first.",
+        what=what,
+        value_type=f"{type(value).__module__}.{type(value).__qualname__}",
+    )
+
+
+def encode(value: Any, tp: Any, what: str) -> str:
+    """JSON text of ``value`` as type ``tp``; ``what`` names it in an error."""
+    try:
+        return adapter(tp).dump_json(value, warnings="error").decode()
+    except (PydanticSerializationError, ValueError, TypeError) as error:
+        raise _unstorable(what, value, error) from None
+
+
+def decode(text: str | None, tp: Any) -> Any:
+    """The value of type ``tp`` that ``encode`` stored as ``text``."""
+    if text is None:
+        return None
+    return adapter(tp).validate_json(text)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    annotation: Any
+    default: Any
+
+
+class CallShape:
+    """A durable function's parameters (after ``ctx``) and result, with their codecs.
+
+    Built lazily at first use so annotations may name types defined after the function
+    (as happens in notebooks).
+    """
+
+    def __init__(self, fn: typing.Callable[..., Any], what: str) -> None:
+        self.what = what
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise TypeError(
+                f"{what} must take the context as its first parameter, "
+                f"e.g. def {fn.__name__}(ctx, ...)"
+            )
+        for p in params[1:]:
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise TypeError(
+                    f"{what} cannot take *args or **kwargs: durable functions record their "
+                    "arguments by name and type"
+                )
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # names an annotation cannot resolve yet: store as plain JSON
+            hints = {}
+        self.params = [Parameter(p.name, hints.get(p.name, Any), p.default) for p in params[1:]]
+        self.result_type = hints.get("return", Any)
+        self._names = [p.name for p in self.params]
+        self._signature = signature.replace(parameters=params[1:])
+        self._args_adapter = adapter(tuple[tuple(_resolve(p.annotation) for p in self.params)])
+        self._input_adapter = adapter(
+            typing_extensions.TypedDict(  # type: ignore[operator]
+                f"{fn.__name__}_input", {p.name: _resolve(p.annotation) for p in self.params}
+            )
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Arguments as a positional tuple in parameter order, defaults filled in."""
+        if not kwargs and len(args) == len(self.params):
+            return args
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise InvalidArgumentsError(f"{self.what}: {error}") from None
+        bound.apply_defaults()
+        return tuple(bound.arguments[name] for name in self._names)
+
+    def encode_args(self, values: tuple[Any, ...]) -> str:
+        try:
+            return self._args_adapter.dump_json(values, warnings="error").decode()
+        except (PydanticSerializationError, ValueError, TypeError) as error:
+            raise InvalidArgumentsError(
+                f"cannot record the arguments of {self.what}: {error}. Pass values of the "
+                "annotated types, or annotate the parameters with storable types.",
+                what=self.what,
+            ) from None
+
+    def decode_args(self, text: str) -> tuple[Any, ...]:
+        return tuple(self._args_adapter.validate_json(text))
+
+    def validate_input(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Coerce a workflow's arguments to their annotated types (dicts → models...)."""
+        try:
+            data = self._input_adapter.validate_python(dict(zip(self._names, values)))
+        except ValidationError as error:
+            raise InvalidArgumentsError(
+                f"wrong arguments for {self.what}:\n{error}", what=self.what
+            ) from None
+        return tuple(data[name] for name in self._names)
+
+    def encode_input(self, values: tuple[Any, ...]) -> str:
+        """A workflow's input as a JSON object keyed by parameter name (for find_instances)."""
+        try:
+            data = dict(zip(self._names, values))
+            return self._input_adapter.dump_json(data, warnings="error").decode()
+        except (PydanticSerializationError, ValueError, TypeError) as error:
+            raise InvalidArgumentsError(
+                f"cannot store the input of {self.what}: {error}", what=self.what
+            ) from None
+
+    def decode_input(self, text: str) -> tuple[Any, ...]:
+        data = self._input_adapter.validate_json(text)
+        return tuple(data[name] for name in self._names)
+
+    def encode_result(self, value: Any) -> str:
+        return encode(value, self.result_type, f"the result of {self.what}")
+
+    def decode_result(self, text: str | None) -> Any:
+        return decode(text, self.result_type)

@@ -1,0 +1,32 @@
+"""Control-flow signals of the engine.
+
+They derive from ``BaseException`` so that a workflow's ``except Exception`` cannot swallow
+them (edda's timer signal is an ``Exception`` and gets swallowed; temporal's
+``ContinueAsNewError`` is a ``BaseException`` for this reason).
+"""
+
+from __future__ import annotations
+
+
+class EngineSignal(BaseException):
+    """Base of the engine's internal signals; never shown to users as an error."""
+
+
+class SuspendSignal(EngineSignal):
+    """The workflow waits (timer, event, message): unload it and replay it when woken."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class CancelSignal(EngineSignal):
+    """The instance was cancelled: stop running workflow code and compensate."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LeaseLostSignal(EngineSignal):
+    """Another worker owns this instance now: stop at once without writing anything."""
