@@ -187,7 +187,6 @@ class WorkflowRun:
         input_json: str,
         kind: str,
     ) -> Any:
-        policy = retry.resolve(activity.retry, self.app.default_retry)
         past = self._attempts.pop(step_id, [])
         errors = [attempt_from_json(r.attempt, r.error, r.at) for r in past]
         attempt = len(past)
@@ -208,6 +207,7 @@ class WorkflowRun:
                 self.app.store.record_attempt(
                     AttemptRecord(self.instance_id, step_id, attempt, error_to_json(error), now)
                 )
+                policy = retry.resolve(activity.retry, self.app.default_retry)
                 if policy.should_retry(error, attempt):
                     delay = policy.delay(attempt)
                     log.info(
