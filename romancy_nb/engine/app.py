@@ -201,10 +201,9 @@ class App:
         self._launch(WorkflowRun(self, wf, iid, input_json=input_json, args=values))
         return iid
 
-    def _launch(self, run: WorkflowRun, cancel_only: bool = False) -> None:
+    def _launch(self, run: WorkflowRun) -> None:
         assert self._loop is not None
-        coroutine = run.run_cancel() if cancel_only else run.run()
-        run.task = self._loop.create_task(coroutine, name=f"romancy:{run.instance_id}")
+        run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
         self._runs[run.instance_id] = run
         run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
 
@@ -303,10 +302,9 @@ class App:
                     instance_id=instance_id,
                 )
             run = self._resumed_run(wf, self._record(instance_id))
-            self._launch(run, cancel_only=record.status == "running")
-        elif run is not None and run.task is not None:
-            run.cancel_reason = reason
-            run.task.cancel()
+            self._launch(run)
+        elif run is not None:
+            run.cancel(reason)
         if run is not None and run.task is not None:
             await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
         return self._record(instance_id).status
@@ -357,10 +355,7 @@ class App:
                 continue  # still the code that diverged; wait for a redefinition
             if not self.store.claim_instance(iid, self.worker_id, record.lock_owner):
                 continue
-            run = self._resumed_run(wf, record)
-            self._launch(
-                run, cancel_only=record.cancel_reason is not None and record.status == "running"
-            )
+            self._launch(self._resumed_run(wf, record))
             resumed += 1
         if resumed:
             log.info("resumed %d instance(s)", resumed)
@@ -369,9 +364,8 @@ class App:
     def _honour_cancels(self) -> None:
         for instance_id, reason in self.store.cancel_requests(self.worker_id):
             run = self._runs.get(instance_id)
-            if run is not None and run.task is not None and run.cancel_reason is None:
-                run.cancel_reason = reason
-                run.task.cancel()
+            if run is not None:
+                run.cancel(reason)
 
     async def _sweep_forever(self) -> None:
         tick = max(0.05, min(self.sweep_interval, self.lease_seconds / 3))

@@ -63,7 +63,7 @@ class RetryPolicy:
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """Whether attempt ``attempt`` failing with ``error`` leaves another attempt."""
-        if isinstance(error, TerminalError | self.non_retryable):
+        if isinstance(error, (TerminalError, *self.non_retryable)):
             return False
         return attempt < self.max_attempts
 

@@ -93,6 +93,17 @@ class WorkflowRun:
         for record in attempts:
             self._attempts.setdefault(record.step_id, []).append(record)
         self._ids = replay.StepIds()
+        self._started = False
+
+    def cancel(self, reason: str) -> None:
+        """Stop the workflow code where it awaits and unwind (compensate, then cancelled)."""
+        if self.cancel_reason is not None:
+            return
+        self.cancel_reason = reason
+        # A task cancelled before its first step never enters run(); run() checks the
+        # reason on entry instead.
+        if self._started and self.task is not None:
+            self.task.cancel()
 
     # what the context asks
 
@@ -364,8 +375,9 @@ class WorkflowRun:
 
     async def run(self) -> Outcome:
         """Execute (or resume) the instance until it ends, waits, or loses its lease."""
+        self._started = True
         try:
-            if self._status == "compensating":
+            if self._status == "compensating" or self.cancel_reason is not None:
                 stored = error_from_json(self._stored_error) if self._stored_error else None
                 return await self._unwind(stored)
             return await self._run_workflow()
@@ -376,13 +388,6 @@ class WorkflowRun:
             log.exception("%s: run stopped by an engine error", self.instance_id)
             self.app.store.release_instance(self.instance_id, self.owner)
             return Outcome("stopped", error=error)
-
-    async def run_cancel(self) -> Outcome:
-        """Cancel an instance that no process is running: compensate and finish."""
-        try:
-            return await self._unwind(None)
-        except LeaseLostSignal:
-            return Outcome("stopped")
 
     async def _run_workflow(self) -> Outcome:
         shape = self.workflow.shape
