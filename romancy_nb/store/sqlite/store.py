@@ -89,7 +89,7 @@ class SqliteSession:
 
     def record_step(self, step: StepRecord, owner: str) -> bool:
         try:
-            self._connection.execute(_RECORD_STEP, (*_step_values(step), step.instance_id, owner))
+            self._connection.execute(_RECORD_STEP, (*step, step.instance_id, owner))
         except apsw.Error as error:
             _translate(error, self._store.where)
         return self._connection.changes() == 1
@@ -114,23 +114,6 @@ class SqliteSession:
             _translate(error, self._store.where)
         finally:
             self._store._return_connection(self._connection)
-
-
-def _step_values(step: StepRecord) -> tuple[Any, ...]:
-    return (
-        step.instance_id,
-        step.seq,
-        step.step_id,
-        step.kind,
-        step.name,
-        step.status,
-        step.input,
-        step.output,
-        step.error,
-        step.attempts,
-        step.started_at,
-        step.finished_at,
-    )
 
 
 def _json_path(dotted: str) -> str:
@@ -453,7 +436,7 @@ class SqliteStore:
 
     def record_step(self, step: StepRecord, owner: str) -> bool:
         try:
-            self._db.execute(_RECORD_STEP, (*_step_values(step), step.instance_id, owner))
+            self._db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
         except apsw.Error as error:
             _translate(error, self.where)
         return self._db.changes() == 1
