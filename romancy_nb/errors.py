@@ -110,6 +110,10 @@ class ChannelModeConflictError(RomancyError):
     """A channel already has subscribers in another mode."""
 
 
+class ChannelNotSubscribedError(RomancyError):
+    """``ctx.receive`` on a channel the instance has not subscribed to (``ctx.subscribe``)."""
+
+
 class DeterminismViolation(RomancyError):
     """Replayed workflow code asked for a different step than history recorded.
 
@@ -194,6 +198,7 @@ __all__ = [
     "AttemptError",
     "ChannelMessageTimeoutError",
     "ChannelModeConflictError",
+    "ChannelNotSubscribedError",
     "DatabaseLockedError",
     "DeterminismViolation",
     "EventTimeoutError",

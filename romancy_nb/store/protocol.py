@@ -14,7 +14,8 @@ store directly from the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -22,6 +23,9 @@ ACTIVE_STATUSES = ("running", "compensating")
 """Statuses of instances that hold a lease while they run and must be resumed after a crash."""
 
 FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+WAITING_STATUSES = ("waiting_for_timer", "waiting_for_event", "waiting_for_message")
+"""Statuses of suspended instances: no lease, no coroutine; woken by a timer or a message."""
 
 
 class InstanceRecord(NamedTuple):
@@ -88,6 +92,90 @@ class InstanceQuery:
     input_equals: Mapping[str, Any] | None = None
     after: tuple[float, str] | None = None
     limit: int = 100
+
+
+class WaitSpec(NamedTuple):
+    """One unanswered wait step of an instance: a timer, a channel message, or both.
+
+    A sleep has only ``fire_at``; a receive / wait_event has ``channel`` (and ``fire_at`` when
+    it has a timeout). ``kind``, ``name`` and ``input`` are what the step is recorded with
+    when the wait ends, so any worker can end it without the workflow's code.
+    """
+
+    step_id: str
+    kind: str
+    name: str
+    input: str | None
+    channel: str | None = None
+    fire_at: float | None = None
+
+
+class MessageRecord(NamedTuple):
+    """A channel message or event; ``data`` and ``metadata`` are JSON text.
+
+    ``id`` is the store's increasing sequence number (0 before it is stored);
+    ``message_id`` is the public id (unique per channel: a second message with the same id
+    on the same channel is ignored, so a redelivered event is not seen twice).
+    """
+
+    id: int
+    message_id: str
+    channel: str
+    target_instance_id: str | None
+    data: str
+    metadata: str
+    sender_instance_id: str | None
+    created_at: float
+
+
+class Wakeup(NamedTuple):
+    """A waiting instance that can be woken now (its timer is due or a message awaits it)."""
+
+    instance_id: str
+    workflow_name: str
+    step_id: str
+
+
+class ChangeHint(NamedTuple):
+    """What a change watcher reports: the newest message id and the earliest timer."""
+
+    last_message_id: int
+    next_fire_at: float | None
+
+
+class ArchivedRun(NamedTuple):
+    """One finished run of an instance that called ``ctx.recur`` (status ``recurred``)."""
+
+    instance_id: str
+    run_no: int
+    status: str
+    input: str
+    next_input: str | None
+    steps: int
+    started_at: float
+    ended_at: float
+
+
+class Watch(Protocol):
+    """A running change watcher; ``stop`` ends it and waits for its thread."""
+
+    def stop(self) -> None: ...
+
+
+def message_output(message: MessageRecord) -> str:
+    """The JSON a received message is recorded as in history (the same for every backend)."""
+    return (
+        f'{{"id":{json.dumps(message.message_id)},"seq":{message.id},'
+        f'"channel":{json.dumps(message.channel)},"data":{message.data},'
+        f'"metadata":{message.metadata},'
+        f'"sender_instance_id":{json.dumps(message.sender_instance_id)},'
+        f'"created_at":{message.created_at!r}}}'
+    )
+
+
+def timer_output(fire_at: float | None, fired_at: float) -> str:
+    """The JSON a fired timer (a sleep, or a wait's timeout) is recorded as in history."""
+    return json.dumps({"fire_at": fire_at, "fired_at": fired_at})
 
 
 class Session(Protocol):
@@ -177,3 +265,101 @@ class Store(Protocol):
         The engine calls this lazily, at the activity's first use of ``ctx.session``, so an
         activity that never touches the database never holds the writer lock.
         """
+
+    # waiting: timers, channels, events, groups, recur (see romancy_nb.engine.waiting)
+    def take_message(
+        self, instance_id: str, owner: str, wait: WaitSpec, seq: int, now: float
+    ) -> StepRecord | None:
+        """Consume the next message ``wait.channel`` holds for the instance and record
+        ``wait``'s step with it, in one transaction; None (nothing written) if there is none.
+
+        Raises ``ChannelNotSubscribedError`` without a subscription and ``LockLostError``
+        if ``owner`` lost the lease.
+        """
+
+    def suspend(
+        self,
+        instance_id: str,
+        owner: str,
+        status: str,
+        waits: Sequence[WaitSpec],
+        seq: int,
+        now: float,
+    ) -> StepRecord | None:
+        """In one transaction: register ``waits``, set ``status``, release the lease.
+
+        If one wait is answered already (its timer is due, a message waits), record that
+        step instead, keep the lease and return it: the caller replays at once.
+        """
+
+    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
+        """End a suspended instance's wait if it can end now, in one transaction.
+
+        Consume the message (or note the timer), record the wait's step, drop the wait, set
+        the instance running and give its lease to ``owner``. False, nothing written, if the
+        instance is not waiting on that step, is leased, or has nothing to wake it.
+        """
+
+    def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
+        """Waiting instances of ``workflows`` whose timer (sleep or timeout) is due."""
+
+    def next_timer_at(self, workflows: Sequence[str]) -> float | None:
+        """The earliest timer of a waiting instance of ``workflows``."""
+
+    def message_wakeups(
+        self, after_id: int, workflows: Sequence[str], channel: str | None = None
+    ) -> tuple[list[Wakeup], int]:
+        """Waiting instances of ``workflows`` that listen on a channel which received a
+        message with id above ``after_id`` (or on ``channel``), and the newest message id."""
+
+    def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
+        """Safety net: waiting instances that could be woken now. Callable from any thread."""
+
+    def last_message_id(self) -> int: ...
+
+    def subscribe(
+        self, instance_id: str, owner: str, channel: str, mode: str, step: StepRecord
+    ) -> None:
+        """Subscribe and record ``step``, in one transaction.
+
+        Raises ``ChannelModeConflictError`` (nothing written) if other instances listen on
+        the channel in another mode, ``LockLostError`` if ``owner`` lost the lease.
+        """
+
+    def unsubscribe(self, instance_id: str, owner: str, channel: str, step: StepRecord) -> None:
+        ...
+
+    def subscription_mode(self, instance_id: str, channel: str) -> str | None: ...
+
+    def publish(
+        self, message: MessageRecord, step: StepRecord | None = None, owner: str | None = None
+    ) -> int:
+        """Store a message (and the publishing step, from a workflow) in one transaction.
+
+        Returns its id, or 0 if the channel holds a message with that ``message_id``.
+        """
+
+    def delete_messages(self, before: float) -> int:
+        """Retention: drop messages created before ``before``; how many were dropped."""
+
+    def join_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None: ...
+
+    def leave_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None:
+        ...
+
+    def group_members(self, group: str) -> list[str]: ...
+
+    def recur(self, instance_id: str, owner: str, input_json: str, now: float) -> int:
+        """Archive the history as a ``recurred`` run, drop waits, subscriptions and groups,
+        and restart the instance with ``input_json`` (lease kept); the archived run number."""
+
+    def archived_runs(self, instance_id: str) -> list[ArchivedRun]: ...
+
+    def load_archived_history(self, instance_id: str, run_no: int) -> list[StepRecord]: ...
+
+    def delete_archives(self, before: float) -> int:
+        """Retention: drop archived runs that ended before ``before``."""
+
+    def watch(self, on_change: Callable[[ChangeHint], None], interval: float) -> Watch:
+        """Call ``on_change`` (from a thread) when another connection or process changed the
+        newest message id or the earliest timer; checked every ``interval`` seconds."""
