@@ -1,0 +1,453 @@
+"""Bad input and faults: each gives a clear error, and the store stays consistent.
+
+DESIGN §3: "Bad input never corrupts state: unknown workflow, unserializable argument,
+malformed event, wrong types → a clear error naming what was wrong; nothing half-written."
+Names here start with ``faults_``: the registry is process-wide.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from pydantic import BaseModel
+
+import romancy_nb as rn
+
+# definitions
+
+
+class FaultsOrder(BaseModel):
+    item: str
+    qty: int
+
+
+@rn.workflow
+async def faults_typed(ctx: rn.WorkflowContext, n: int, order: FaultsOrder) -> str:
+    return f"{type(order).__name__}:{order.item}x{order.qty}:{n + 1}"
+
+
+@rn.activity
+async def faults_take_any(ctx: rn.ActivityContext, value: Any) -> Any:
+    return value
+
+
+@rn.workflow
+async def faults_pass_object(ctx: rn.WorkflowContext) -> str:
+    # a storable value for an ``Any`` parameter is fine; an object() is not
+    assert await faults_take_any(ctx, {"a": [1, "x"]}) == {"a": [1, "x"]}
+    await faults_take_any(ctx, object())
+    return "unreachable"
+
+
+sockets: list[socket.socket] = []
+
+
+def _user_write(ctx: rn.ActivityContext, note: str) -> None:
+    ctx.session.execute(
+        "INSERT INTO faults_user_rows (instance_id, step_id, note) VALUES (?, ?, ?)",
+        (ctx.instance_id, ctx.step_id, note),
+    )
+
+
+@rn.activity
+def faults_sync_returns_socket(ctx: rn.ActivityContext, note: str) -> Any:
+    _user_write(ctx, note)
+    sock = socket.socket()
+    sockets.append(sock)
+    return sock
+
+
+@rn.activity
+async def faults_async_returns_object(ctx: rn.ActivityContext, note: str) -> Any:
+    _user_write(ctx, note)
+    return object()
+
+
+@rn.activity
+def faults_sync_write_ok(ctx: rn.ActivityContext, note: str) -> str:
+    _user_write(ctx, note)
+    return note
+
+
+@rn.workflow
+async def faults_bad_result(ctx: rn.WorkflowContext, which: str) -> str:
+    await faults_sync_write_ok(ctx, "kept")
+    if which == "sync":
+        await faults_sync_returns_socket(ctx, "rolled back")
+    else:
+        await faults_async_returns_object(ctx, "rolled back")
+    return "unreachable"
+
+
+@rn.workflow
+async def faults_echo(ctx: rn.WorkflowContext, text: str) -> str:
+    return (await faults_sync_write_ok(ctx, text)) + "!"
+
+
+# saga with a failing compensation
+
+undone: list[str] = []
+
+
+@rn.activity
+async def faults_reserve_a(ctx: rn.ActivityContext, item: str) -> str:
+    return f"A:{item}"
+
+
+@faults_reserve_a.compensation(retry=rn.RetryPolicy.none())
+async def faults_release_a(ctx: rn.ActivityContext, item: str) -> None:
+    undone.append(f"A:{item}")
+    raise RuntimeError("release of A broke")
+
+
+@rn.activity
+async def faults_reserve_b(ctx: rn.ActivityContext, item: str) -> str:
+    return f"B:{item}"
+
+
+@faults_reserve_b.compensation
+async def faults_release_b(ctx: rn.ActivityContext, item: str) -> None:
+    undone.append(f"B:{item}")
+
+
+@rn.activity
+async def faults_charge(ctx: rn.ActivityContext, item: str) -> str:
+    raise rn.TerminalError(f"card declined for {item}")
+
+
+@rn.workflow
+async def faults_saga(ctx: rn.WorkflowContext, item: str) -> str:
+    await faults_reserve_a(ctx, item)
+    await faults_reserve_b(ctx, item)
+    await faults_charge(ctx, item)
+    return "unreachable"
+
+
+# helpers
+
+
+def _nothing_stored(app: rn.App) -> None:
+    assert list(app.list_instances()) == []
+    counts = app.store.table_counts()
+    assert counts["workflow_instances"] == 0
+    assert counts["workflow_history"] == 0
+    assert counts["step_attempts"] == 0
+
+
+def _create_user_table(db: Path) -> None:
+    connection = apsw.Connection(str(db))
+    connection.set_busy_timeout(5000)
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS faults_user_rows (instance_id TEXT, step_id TEXT, note TEXT)"
+    )
+    connection.close()
+
+
+def _user_rows(db: Path, instance_id: str) -> list[tuple[str, str]]:
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return connection.execute(
+            "SELECT step_id, note FROM faults_user_rows WHERE instance_id = ? ORDER BY step_id",
+            (instance_id,),
+        ).fetchall()
+    finally:
+        connection.close()
+
+
+# unknown workflow, wrong arguments
+
+
+async def test_unknown_workflow_name_raises_and_stores_nothing(app: rn.App) -> None:
+    with pytest.raises(rn.WorkflowNotFound) as info:
+        await app.start("nope")
+    assert "nope" in str(info.value)
+    _nothing_stored(app)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "mentions"),
+    [
+        pytest.param(("abc", {"item": "pen", "qty": 1}), {}, "n", id="str-for-int"),
+        pytest.param((1, {"item": "pen"}), {}, "qty", id="model-missing-field"),
+        pytest.param((1, {"item": "pen", "qty": "many"}), {}, "qty", id="model-bad-field"),
+        pytest.param((1, "not an order"), {}, "order", id="str-for-model"),
+        pytest.param((1,), {}, "order", id="missing-argument"),
+        pytest.param((1, {"item": "pen", "qty": 1}), {"bogus": 2}, "bogus", id="unknown-keyword"),
+    ],
+)
+async def test_wrong_arguments_raise_invalid_arguments_and_store_nothing(
+    app: rn.App, args: tuple[Any, ...], kwargs: dict[str, Any], mentions: str
+) -> None:
+    with pytest.raises(rn.InvalidArgumentsError) as info:
+        await app.start(faults_typed, *args, **kwargs)
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, rn.RomancyError)
+    message = str(info.value)
+    assert "faults_typed" in message
+    assert mentions in message
+    _nothing_stored(app)
+
+
+async def test_valid_dict_is_coerced_into_the_pydantic_model(app: rn.App) -> None:
+    iid = await app.start(faults_typed, 41, {"item": "pen", "qty": 2})
+    assert await app.result(iid) == "FaultsOrder:penx2:42"
+    info = app.get_instance(iid)
+    assert info.status == "completed"
+    assert info.input == {"n": 41, "order": {"item": "pen", "qty": 2}}
+    # by keyword, and a numeric string coerced to the int the annotation asks for
+    iid2 = await app.start(faults_typed, order={"item": "cup", "qty": "3"}, n="1")
+    assert await app.result(iid2) == "FaultsOrder:cupx3:2"
+    assert app.get_instance(iid2).input == {"n": 1, "order": {"item": "cup", "qty": 3}}
+
+
+# unserializable arguments and results
+
+
+async def test_unserializable_activity_argument_fails_the_instance_naming_the_activity(
+    app: rn.App,
+) -> None:
+    iid = await app.start(faults_pass_object)
+    with pytest.raises(rn.RomancyError) as info:
+        await app.result(iid)
+    error = info.value
+    assert isinstance(error, TypeError)  # InvalidArgumentsError or SerializationError
+    assert "faults_take_any" in str(error)
+    assert "object" in str(error)
+    record = app.get_instance(iid)
+    assert record.status == "failed"
+    assert "faults_take_any" in record.error["message"]
+    # the first call (a storable value) ran and was recorded; the second never ran
+    steps = [(s.step_id, s.status, s.output) for s in app.get_history(iid)]
+    assert steps == [("faults_take_any:1", "completed", {"a": [1, "x"]})]
+    # read back from the store, the same error class comes back
+    with pytest.raises(type(error)):
+        await app.result(iid)
+
+
+@pytest.mark.parametrize(
+    ("which", "activity_name", "type_name"),
+    [
+        ("sync", "faults_sync_returns_socket", "socket"),
+        ("async", "faults_async_returns_object", "object"),
+    ],
+)
+async def test_unserializable_result_fails_and_rolls_back_the_session(
+    app: rn.App, db_path: Path, which: str, activity_name: str, type_name: str
+) -> None:
+    _create_user_table(db_path)
+    try:
+        iid = await app.start(faults_bad_result, which)
+        with pytest.raises(rn.SerializationError) as info:
+            await app.result(iid)
+    finally:
+        for sock in sockets:
+            sock.close()
+        sockets.clear()
+    message = str(info.value)
+    assert activity_name in message
+    assert type_name in message
+
+    record = app.get_instance(iid)
+    assert record.status == "failed"
+    assert record.error["type"].endswith("SerializationError")
+    assert activity_name in record.error["message"]
+    steps = {s.step_id: s for s in app.get_history(iid)}
+    assert steps["faults_sync_write_ok:1"].status == "completed"
+    assert steps[f"{activity_name}:1"].status == "failed"
+    # the first activity's row committed with its step; the failing one's rolled back
+    assert _user_rows(db_path, iid) == [("faults_sync_write_ok:1", "kept")]
+
+    # read back from the store: still a SerializationError naming the activity and type
+    with pytest.raises(rn.SerializationError) as again:
+        await app.result(iid)
+    assert activity_name in str(again.value)
+    assert type_name in str(again.value)
+
+
+# files that are not databases
+
+
+async def test_database_in_a_missing_folder_raises_store_error(tmp_path: Path) -> None:
+    folder = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(rn.StoreError) as info:
+        app = rn.App(folder / "romancy.db")
+        await app.start(faults_echo, "x")
+    assert str(folder) in str(info.value)
+    assert not folder.exists()
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(random.Random(7).randbytes(8192), id="random-bytes"),
+        pytest.param(b"order_id,item\n1,pen\n2,cup\n", id="csv-text"),
+        pytest.param(b"{}", id="two-bytes"),
+        pytest.param(b"\n", id="one-blank-line"),
+    ],
+)
+async def test_a_file_that_is_not_a_database_raises_and_is_left_untouched(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    with pytest.raises(rn.StoreError) as info:
+        app = rn.App(path)
+        try:
+            await app.start(faults_echo, "x")
+        finally:
+            await app.close()
+    assert "not a SQLite database" in str(info.value)
+    assert path.read_bytes() == content
+
+
+# a database held by another writer
+
+
+async def test_locked_database_raises_then_starting_works_after_release(db_path: Path) -> None:
+    async with rn.App(db_path, busy_timeout=0.2) as app:
+        _create_user_table(db_path)
+        locker = apsw.Connection(str(db_path))
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(rn.DatabaseLockedError) as info:
+                await app.start(faults_echo, "while locked", instance_id="faults-locked")
+            assert str(db_path.resolve()) in str(info.value)
+            assert isinstance(info.value, rn.StoreError)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+
+        with pytest.raises(rn.WorkflowNotFound):
+            app.get_instance("faults-locked")
+        iid = await app.start(faults_echo, "after release")
+        assert await app.result(iid) == "after release!"
+        assert [info.instance_id for info in app.list_instances()] == [iid]
+        assert _user_rows(db_path, iid) == [("faults_sync_write_ok:1", "after release")]
+        # the id the failed start asked for is free and works now
+        assert await app.result(await app.start(faults_echo, "x", instance_id="faults-locked"))
+
+
+async def test_locked_database_while_opening_leaves_the_app_closed_then_it_opens(
+    db_path: Path,
+) -> None:
+    async with rn.App(db_path):  # the schema exists; another process now writes for long
+        pass
+    _create_user_table(db_path)
+    locker = apsw.Connection(str(db_path))
+    locker.execute("BEGIN IMMEDIATE")
+    app: rn.App | None = None
+    try:
+        with pytest.raises(rn.DatabaseLockedError):
+            app = rn.App(db_path, busy_timeout=0.2)
+            await app.start(faults_echo, "while locked", instance_id="faults-locked-open")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    if app is None:  # the constructor itself hit the lock: a new App is the retry
+        app = rn.App(db_path, busy_timeout=0.2)
+    try:
+        iid = await app.start(faults_echo, "after release")
+        assert await app.result(iid) == "after release!"
+        assert [info.instance_id for info in app.list_instances()] == [iid]
+        # The retried start opened the app fully: this worker is registered (else another
+        # process would take its running instances for orphans and run them too).
+        workers = [w.worker_id for w in app.store.list_workers()]
+        assert app.worker_id in workers, (
+            f"app is running instances but its worker {app.worker_id} is not registered "
+            f"(registered: {workers}): App.open() half-failed and was never retried"
+        )
+    finally:
+        await app.close()
+
+
+# a compensation that raises
+
+
+async def test_failing_compensation_is_recorded_and_the_original_error_kept(
+    app: rn.App,
+) -> None:
+    undone.clear()
+    iid = await app.start(faults_saga, "pen")
+    with pytest.raises(rn.TerminalError) as info:
+        await app.result(iid)
+    assert str(info.value) == "card declined for pen"
+
+    record = app.get_instance(iid)
+    assert record.status == "failed"
+    assert record.error["type"].endswith("TerminalError")
+    assert record.error["message"] == "card declined for pen"
+
+    # B compensated first, then A (reverse order); A's compensation ran and failed
+    assert undone == ["B:pen", "A:pen"]
+    history = app.get_history(iid)
+    compensations = [s for s in history if s.kind == "compensation"]
+    assert [(s.step_id, s.status) for s in compensations] == [
+        ("compensate:faults_reserve_b:1", "completed"),
+        ("compensate:faults_reserve_a:1", "failed"),
+    ]
+    failed = compensations[1]
+    assert "release of A broke" in str(failed.error)
+    assert failed.name == "faults_reserve_a.compensation"
+    seqs = {s.step_id: s.seq for s in history}
+    assert (
+        seqs["faults_reserve_a:1"]
+        < seqs["faults_reserve_b:1"]
+        < seqs["faults_charge:1"]
+        < seqs["compensate:faults_reserve_b:1"]
+        < seqs["compensate:faults_reserve_a:1"]
+    )
+
+    # from the store (as another process would see it): the original error again
+    with pytest.raises(rn.TerminalError) as again:
+        await app.result(iid)
+    assert str(again.value) == "card declined for pen"
+    assert undone == ["B:pen", "A:pen"]  # nothing re-ran
+
+
+# effective settings
+
+
+@rn.activity
+def faults_session_pragmas(ctx: rn.ActivityContext) -> dict[str, Any]:
+    def one(name: str) -> Any:
+        return ctx.session.execute(f"PRAGMA {name}").fetchall()[0][0]
+
+    return {
+        "journal_mode": one("journal_mode"),
+        "synchronous": one("synchronous"),
+        "busy_timeout": one("busy_timeout"),
+    }
+
+
+@rn.workflow
+async def faults_read_pragmas(ctx: rn.WorkflowContext) -> dict[str, Any]:
+    return await faults_session_pragmas(ctx)
+
+
+@pytest.mark.parametrize(
+    ("options", "synchronous", "level", "busy_ms"),
+    [
+        pytest.param({}, "NORMAL", 1, 5000, id="defaults"),
+        pytest.param({"synchronous": "FULL"}, "FULL", 2, 5000, id="full"),
+        pytest.param({"busy_timeout": 0.25}, "NORMAL", 1, 250, id="busy-timeout"),
+        pytest.param({"synchronous": "FULL", "busy_timeout": 12}, "FULL", 2, 12000, id="full-busy"),
+    ],
+)
+async def test_effective_pragmas(
+    db_path: Path, options: dict[str, Any], synchronous: str, level: int, busy_ms: int
+) -> None:
+    async with rn.App(db_path, **options) as app:
+        settings = app.store.effective_settings()
+        assert settings["journal_mode"] == "wal"
+        assert settings["synchronous"] == synchronous
+        assert settings["busy_timeout"] == busy_ms
+        # the connections that transactional activities write through have them too
+        seen = await app.result(await app.start(faults_read_pragmas))
+        assert seen == {"journal_mode": "wal", "synchronous": level, "busy_timeout": busy_ms}
