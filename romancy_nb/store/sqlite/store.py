@@ -31,6 +31,7 @@ from romancy_nb.store.protocol import (
     WorkerRecord,
 )
 from romancy_nb.store.sqlite import pragmas
+from romancy_nb.store.sqlite.waiting import WaitingStoreMixin
 
 _INSTANCE_COLUMNS = (
     "instance_id, workflow_name, status, input, output, error, lock_owner, cancel_reason, "
@@ -140,7 +141,7 @@ def _json_type_of(value: Any) -> tuple[str, ...]:
     )
 
 
-class SqliteStore:
+class SqliteStore(WaitingStoreMixin):
     """:class:`~romancy_nb.store.protocol.Store` on an APSW SQLite database."""
 
     def __init__(
