@@ -469,5 +469,26 @@ class SqliteStore(WaitingStoreMixin):
         ]
         return {t: self._run(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
 
+    def read_table(
+        self, name: str, where: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+        """(column names, rows) of a whole table, for notebook views and exports.
+
+        ``where`` keeps rows whose columns equal the given values. None if there is no
+        such table (a feature whose migration has not run yet).
+        """
+        columns = [row[1] for row in self._run("SELECT * FROM pragma_table_info(?)", (name,))]
+        if not columns:
+            return None
+        where = where or {}
+        unknown = set(where) - set(columns)
+        if unknown:
+            raise ValueError(f"table {name!r} has no column(s) {sorted(unknown)}")
+        # Table and column names were checked against the schema above.
+        sql = f'SELECT * FROM "{name}"'
+        if where:
+            sql += " WHERE " + " AND ".join(f'"{column}" = ?' for column in where)
+        return columns, self._run(sql, list(where.values()))
+
 
 __all__ = ["SqliteSession", "SqliteStore"]
