@@ -4,6 +4,8 @@ Workflows are async functions made durable by replay; activities are their recor
 See the README for a tour, and ``romancy_nb.engine`` for how it works.
 """
 
+from typing import Any
+
 from romancy_nb.engine import (
     Activity,
     ActivityContext,
@@ -40,6 +42,33 @@ from romancy_nb.errors import (
 
 __version__ = "0.1.0"
 
+# The notebook layer (views, the default app) loads on first use, so that
+# ``import romancy_nb`` never imports IPython or pandas.
+_NOTEBOOK_NAMES = ("current_app", "events", "history", "instances", "messages", "timers")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NOTEBOOK_NAMES:
+        from romancy_nb import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'romancy_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext romancy_nb``: register the magics and bind the default app."""
+    from romancy_nb.notebook.extension import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext romancy_nb``: close the default app and remove the magics."""
+    from romancy_nb.notebook.extension import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "Activity",
     "ActivityContext",
@@ -70,5 +99,11 @@ __all__ = [
     "WorkflowNotFound",
     "__version__",
     "activity",
+    "current_app",
+    "events",
+    "history",
+    "instances",
+    "messages",
+    "timers",
     "workflow",
 ]

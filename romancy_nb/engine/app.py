@@ -32,13 +32,14 @@ from romancy_nb.engine.registry import Registry
 from romancy_nb.engine.registry import registry as default_registry
 from romancy_nb.engine.retry import RetryPolicy
 from romancy_nb.engine.runner import Outcome, WorkflowRun
+from romancy_nb.engine.wakeups import WaitingApp
 from romancy_nb.errors import InvalidWorkflowState, WorkflowCancelled, WorkflowNotFound
 from romancy_nb.store import FINAL_STATUSES, InstanceQuery, InstanceRecord, Store, open_store
 
 log = logging.getLogger("romancy_nb")
 
 
-class App:
+class App(WaitingApp):
     """A romancy_nb application bound to one database.
 
     ``App("orders.db")`` opens (or creates) an APSW SQLite file; ``":memory:"`` keeps
@@ -56,6 +57,9 @@ class App:
         busy_timeout: float = 5.0,
         lease_seconds: float = 15.0,
         sweep_interval: float = 5.0,
+        watch_interval: float | None = 0.002,
+        message_retention: float | None = 7 * 86400.0,
+        archive_retention: float | None = None,
         max_threads: int = 32,
         registry: Registry | None = None,
     ) -> None:
@@ -66,6 +70,11 @@ class App:
         self.registry = registry or default_registry
         self.lease_seconds = lease_seconds
         self.sweep_interval = sweep_interval
+        # waiting (engine/wakeups.py): how often to look for other processes' changes
+        # (None: sweeps only), and how long to keep messages and recurred runs (None: ever)
+        self.watch_interval = watch_interval
+        self.message_retention = message_retention
+        self.archive_retention = archive_retention
         self._store_options = {"synchronous": synchronous, "busy_timeout": busy_timeout}
         self._max_threads = max_threads
         self.store: Store = open_store(self.url, **self._store_options)
@@ -107,6 +116,7 @@ class App:
         self.store.register_worker(self._worker)
         self.executor = ThreadPoolExecutor(self._max_threads, thread_name_prefix="romancy")
         self._recover()
+        self._start_waiting()
         self._sweeper = self._loop.create_task(self._sweep_forever(), name="romancy-sweeper")
         return self
 
@@ -117,6 +127,7 @@ class App:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._stop_waiting()
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         for task in tasks:
             task.cancel()

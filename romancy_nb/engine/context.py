@@ -12,6 +12,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from romancy_nb.engine.waiting import WaitingContext
 from romancy_nb.errors import RomancyError
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from romancy_nb.store import Session
 
 
-class WorkflowContext:
+class WorkflowContext(WaitingContext):
     """What a workflow function receives as ``ctx``."""
 
     __slots__ = ("_runtime",)

@@ -28,6 +28,7 @@ from romancy_nb.engine.failures import (
     error_to_json,
 )
 from romancy_nb.engine.signals import CancelSignal, EngineSignal, LeaseLostSignal, SuspendSignal
+from romancy_nb.engine.waiting import WaitingRun
 from romancy_nb.errors import (
     ActivityTimeoutError,
     DeterminismViolation,
@@ -57,7 +58,7 @@ class Outcome:
     error: BaseException | None = None
 
 
-class WorkflowRun:
+class WorkflowRun(WaitingRun):
     """One execution (first run or replay) of one instance in this process."""
 
     def __init__(
@@ -406,10 +407,8 @@ class WorkflowRun:
         except CancelSignal as signal:
             self.cancel_reason = signal.reason
             return await self._unwind(None)
-        except SuspendSignal as signal:
-            self.app.store.set_status(self.instance_id, self.owner, signal.status)
-            self.app.store.release_instance(self.instance_id, self.owner)
-            return Outcome("suspended")
+        except SuspendSignal as signal:  # a wait or recur (engine/waiting.py)
+            return await self._suspended(signal)
         except EngineSignal:
             raise
         except Exception as error:

@@ -1,0 +1,12 @@
+"""The notebook layer: magics, views and widgets over the engine.
+
+Nothing here imports IPython until the extension is loaded (``%load_ext romancy_nb``) or a
+widget is built, so ``rn.instances()`` works in a plain script too.
+"""
+
+from __future__ import annotations
+
+from romancy_nb.notebook.state import current_app
+from romancy_nb.notebook.views import events, history, instances, messages, timers
+
+__all__ = ["current_app", "events", "history", "instances", "messages", "timers"]

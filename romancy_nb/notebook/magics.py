@@ -1,0 +1,259 @@
+"""``%%workflow``, ``%%activity``, ``%%sql`` and the ``%romancy`` line magic."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import (
+    MagicArgumentParser,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
+from IPython.display import display
+
+from romancy_nb.engine import Workflow
+from romancy_nb.errors import RomancyError
+from romancy_nb.notebook import aio, cells, state, views
+
+COMMANDS = ("list", "show", "history", "cancel", "event", "config")
+
+
+class _Parser(MagicArgumentParser):
+    """Errors and ``-h`` become a ``UsageError`` that carries the usage text."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message}\n\n{self.format_usage()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        raise UsageError(message or self.format_help())
+
+    def print_help(self, file: Any = None) -> None:
+        raise UsageError(self.format_help())
+
+
+def _romancy_parser() -> _Parser:
+    parser = _Parser(
+        prog="%romancy",
+        description="Inspect and manage the workflow instances of the notebook's app.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+    listing = sub.add_parser("list", help="instances, newest first (a DataFrame)")
+    listing.add_argument("--workflow", "-w", help="only this workflow")
+    listing.add_argument("--status", "-s", help="only this status")
+    listing.add_argument("--limit", "-n", type=int, default=50, help="at most this many")
+    sub.add_parser("show", help="one instance's panel").add_argument("instance_id")
+    sub.add_parser("history", help="one instance's steps (a DataFrame)").add_argument("instance_id")
+    cancel = sub.add_parser("cancel", help="cancel an instance (compensations run)")
+    cancel.add_argument("instance_id")
+    cancel.add_argument("--reason", default="cancelled from the notebook")
+    event = sub.add_parser("event", help="send an event: TYPE and its data as JSON")
+    event.add_argument("type")
+    event.add_argument("data", nargs="?", default="null", help="JSON (default null)")
+    event.add_argument("--source", default="notebook")
+    config = sub.add_parser("config", help="show or change the app's settings")
+    config.add_argument("--db", metavar="PATH", help="bind the default app to this database")
+    return parser
+
+
+def _json_arg(text: str, option: str) -> Any:
+    # IPython splits magic options without removing the shell quotes around a value.
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"{option}: not valid JSON ({error}): {text}") from None
+
+
+def call_arguments(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``--start`` JSON → call arguments: an object is keyword arguments, an array positional
+    arguments, anything else one positional argument."""
+    if isinstance(value, dict):
+        return (), value
+    if isinstance(value, list):
+        return tuple(value), {}
+    return (value,), {}
+
+
+def start_instance(
+    wf: Workflow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    instance_id: str | None = None,
+) -> str:
+    """Start an instance from synchronous code (a magic, a button) and return its id.
+
+    The input is checked here, so a bad value raises at once; the start itself runs now in
+    a plain shell and is scheduled on the kernel's loop in a kernel.
+    """
+    shape = wf.shape
+    shape.validate_input(shape.bind(args, kwargs))
+    iid = instance_id or str(uuid.uuid4())
+    app = state.current_app()
+    aio.run_or_schedule(app.start(wf, *args, instance_id=iid, **kwargs))
+    return iid
+
+
+def show_instance(iid: str) -> Any:
+    """The panel of one instance when widgets are available, else its summary."""
+    try:
+        from romancy_nb.notebook.widgets import InstanceView
+    except ImportError:
+        return {"instance_id": iid}
+    return InstanceView(state.current_app(), iid)
+
+
+@magics_class
+class RomancyMagics(Magics):
+    """The magics ``%load_ext romancy_nb`` registers."""
+
+    @magic_arguments()
+    @argument("--name", "-n", help="workflow name (default: the function's name)")
+    @argument(
+        "--event-handler",
+        action="store_true",
+        help="let a CloudEvent of this name start the workflow",
+    )
+    @argument(
+        "--start",
+        nargs="?",
+        const="{}",
+        metavar="JSON",
+        help="start an instance at once: a JSON object of keyword arguments (or an array "
+        "of positional ones) and show its panel",
+    )
+    @argument("--id", dest="instance_id", help="instance id for --start (idempotency key)")
+    @cell_magic
+    def workflow(self, line: str, cell: str) -> Any:
+        """Define (or redefine) a workflow: the cell is an ``async def``, registered as is.
+
+        Running the cell again registers the new code; instances started with the old code
+        go on from their history (a changed step is reported as a determinism violation).
+        """
+        options = parse_argstring(self.workflow, line)
+        wf = cells.define_workflow(
+            self.shell, cell, name=options.name, event_handler=options.event_handler
+        )
+        if options.start is None:
+            return None
+        args, kwargs = call_arguments(_json_arg(options.start, "--start"))
+        iid = start_instance(wf, args, kwargs, options.instance_id)
+        view = show_instance(iid)
+        display(view)
+        return None
+
+    @magic_arguments()
+    @argument("--name", "-n", help="activity name (default: the function's name)")
+    @argument("--retry", type=int, metavar="ATTEMPTS", help="at most this many attempts")
+    @argument("--retry-interval", type=float, metavar="SECONDS", help="fixed delay between")
+    @argument("--timeout", type=float, metavar="SECONDS", help="fail an attempt after this")
+    @argument(
+        "--no-transactional",
+        dest="transactional",
+        action="store_false",
+        help="no ctx.session (the step is recorded on its own)",
+    )
+    @argument(
+        "--compensation-of",
+        metavar="ACTIVITY",
+        help="this function undoes ACTIVITY (saga); it gets the same arguments",
+    )
+    @cell_magic
+    def activity(self, line: str, cell: str) -> Any:
+        """Define (or redefine) an activity: the cell is a ``def`` or ``async def``."""
+        options = parse_argstring(self.activity, line)
+        cells.define_activity(
+            self.shell,
+            cell,
+            name=options.name,
+            retry=cells.retry_policy(options.retry, options.retry_interval),
+            timeout=options.timeout,
+            transactional=options.transactional,
+            compensation_of=options.compensation_of,
+        )
+        return None
+
+    @magic_arguments()
+    @argument("--out", "-o", metavar="VAR", help="also store the result in this variable")
+    @cell_magic
+    def sql(self, line: str, cell: str) -> Any:
+        """Run DuckDB SQL over the store's tables and the namespace's DataFrames."""
+        from romancy_nb.notebook.sql import run_sql
+
+        options = parse_argstring(self.sql, line)
+        frame = run_sql(cell, state.current_app(), self.shell.user_ns)
+        if options.out:
+            self.shell.user_ns[options.out] = frame
+        return frame
+
+    @line_magic
+    def romancy(self, line: str) -> Any:
+        """``%romancy list|show ID|history ID|cancel ID|event TYPE JSON|config --db PATH``"""
+        options = _romancy_parser().parse_args(_split(line))
+        app = state.current_app()
+        try:
+            if options.command == "list":
+                frame = views.instances(options.workflow, options.status, app=app)
+                return frame.head(options.limit)
+            if options.command == "show":
+                app.get_instance(options.instance_id)
+                return show_instance(options.instance_id)
+            if options.command == "history":
+                app.get_instance(options.instance_id)
+                return views.history(options.instance_id, app=app)
+            if options.command == "cancel":
+                return self._cancel(options.instance_id, options.reason)
+            if options.command == "event":
+                return self._event(options.type, options.data, options.source)
+            return self._config(options.db)
+        except RomancyError as error:
+            raise UsageError(str(error)) from None
+
+    def _cancel(self, iid: str, reason: str) -> Any:
+        app = state.current_app()
+        app.get_instance(iid)
+        handle = display(f"{iid}: cancelling…", display_id=True)
+
+        def done(status: Any, error: BaseException | None) -> None:
+            text = f"{iid}: {status}" if error is None else f"{iid}: cancel failed: {error}"
+            if handle is not None:
+                handle.update(text)
+
+        ran, status = aio.run_or_schedule(app.cancel(iid, reason), done)
+        if ran:
+            done(status, None)
+            return status
+        return None
+
+    def _event(self, event_type: str, data_text: str, source: str) -> Any:
+        app = state.current_app()
+        data = _json_arg(data_text, "data")
+        send = getattr(app, "send_event", None)
+        if send is None:
+            raise UsageError(
+                "%romancy event needs durable events (app.send_event), which this version "
+                "of the engine does not have yet"
+            )
+        ran, result = aio.run_or_schedule(send(event_type, data, source=source))
+        return result if ran else None
+
+    def _config(self, db: str | None) -> Any:
+        if db is None:
+            return {"db": state.current_app().url}
+        previous = state.set_app(state.new_app(db))
+        if previous is not None:
+            state.close_app(previous)
+        state.open_app(state.current_app())
+        return {"db": state.current_app().url}
+
+
+def _split(line: str) -> list[str]:
+    from IPython.utils.process import arg_split
+
+    return arg_split(line, posix=True)

@@ -1,0 +1,65 @@
+"""The notebook's default :class:`~romancy_nb.App` and the shell it belongs to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from romancy_nb.engine import App
+from romancy_nb.notebook import aio
+
+DB_ENV = "ROMANCY_DB"
+DEFAULT_DB = "romancy.db"
+
+_app: App | None = None
+
+
+def default_db() -> str:
+    """``$ROMANCY_DB`` if set, else ``romancy.db`` in the working directory (beside the
+    notebook: Jupyter starts a notebook's kernel in the notebook's folder)."""
+    return os.environ.get(DB_ENV) or str(Path.cwd() / DEFAULT_DB)
+
+
+def new_app(db: str | Path) -> App:
+    # A short sweep interval: after a kernel restart, re-running the defining cells resumes
+    # the interrupted instances within about a second.
+    return App(db, sweep_interval=1.0)
+
+
+def current_app() -> App:
+    """The notebook's default app (created on first use, bound to :func:`default_db`).
+
+    ``%load_ext romancy_nb`` creates and opens it on the kernel's event loop; in a script it
+    is created here and opens at its first ``await app.start(...)``.
+    """
+    global _app
+    if _app is None:
+        _app = new_app(default_db())
+    return _app
+
+
+def set_app(app: App | None) -> App | None:
+    """Make ``app`` the default; return the previous one (the caller closes it)."""
+    global _app
+    previous, _app = _app, app
+    return previous
+
+
+def open_app(app: App) -> None:
+    """Open ``app`` on the shell's loop: at once in a plain shell, scheduled in a kernel."""
+    aio.run_or_schedule(app.open())
+
+
+def close_app(app: App) -> Any:
+    """Close ``app``: at once in a plain shell, scheduled in a kernel."""
+
+    async def close() -> None:
+        await asyncio.sleep(0)  # let an open scheduled just before run first
+        if app.is_open:
+            await app.close()
+        else:  # never opened: only its store connection is held
+            app.store.close()
+
+    return aio.run_or_schedule(close())

@@ -1,0 +1,198 @@
+"""The store's tables as pandas DataFrames: ``rn.instances()``, ``rn.history()``, ...
+
+Times become timezone-aware ``datetime64[ns, UTC]`` columns, JSON columns are decoded to
+Python values, and a view whose table does not exist yet (an older database) is an empty
+frame with the same columns. Tables are read through the store (``read_table``); this module
+writes no SQL.
+
+``events()``, ``timers()`` and ``messages()`` read the tables of durable waiting
+(``channel_messages`` and ``waits``): ``timers()`` is every pending wait with a deadline (a
+``ctx.sleep``, or a ``wait_event``/``receive`` timeout); ``messages()`` is every stored
+channel message; ``events()`` is the messages that are CloudEvents (their metadata has a
+``type`` or ``specversion``), as delivered by ``app.send_event``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from romancy_nb.notebook.state import current_app
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from romancy_nb.engine import App
+
+INSTANCE_COLUMNS = [
+    "instance_id",
+    "workflow_name",
+    "status",
+    "input",
+    "output",
+    "error",
+    "lock_owner",
+    "cancel_reason",
+    "code_version",
+    "created_at",
+    "updated_at",
+]
+HISTORY_COLUMNS = [
+    "instance_id",
+    "seq",
+    "step_id",
+    "kind",
+    "name",
+    "status",
+    "input",
+    "output",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration",
+]
+TIMER_COLUMNS = ["instance_id", "step_id", "kind", "name", "channel", "fire_at", "created_at"]
+MESSAGE_COLUMNS = [
+    "id",
+    "message_id",
+    "channel",
+    "target_instance_id",
+    "data",
+    "metadata",
+    "sender_instance_id",
+    "created_at",
+]
+EVENT_COLUMNS = ["id", "type", "source", "event_id", "data", "metadata", "created_at"]
+
+JSON_COLUMNS = frozenset({"input", "output", "error", "data", "metadata", "next_input"})
+TIME_COLUMNS = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "fire_at",
+        "ended_at",
+        "joined_at",
+        "heartbeat_at",
+        "at",
+    }
+)
+INT_COLUMNS = frozenset({"seq", "attempts", "id", "cursor", "run_no", "steps", "pid", "attempt"})
+
+
+def _decode(text: Any) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def read(
+    app: App, table: str, where: dict[str, Any] | None = None, *, decode_json: bool = True
+) -> pd.DataFrame | None:
+    """One store table as a typed DataFrame; None if the table does not exist."""
+    import pandas as pd
+
+    reader = getattr(app.store, "read_table", None)
+    if reader is None:
+        raise NotImplementedError(f"the {type(app.store).__name__} store has no read_table")
+    app._ensure_schema()
+    found = reader(table, where)
+    if found is None:
+        return None
+    columns, rows = found
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data: dict[str, Any] = {}
+    for name, column in zip(columns, values, strict=True):
+        if name in TIME_COLUMNS:
+            data[name] = pd.to_datetime(pd.array(column, dtype="float64"), unit="s", utc=True)
+        elif name in INT_COLUMNS:
+            data[name] = pd.array(column, dtype="Int64" if None in column else "int64")
+        elif decode_json and name in JSON_COLUMNS:
+            data[name] = pd.Series([_decode(v) for v in column], dtype=object)
+        else:
+            data[name] = pd.Series(column, dtype=object if not column else None)
+    return pd.DataFrame(data, columns=columns)
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for name in columns:
+        if name in TIME_COLUMNS:
+            data[name] = pd.Series([], dtype="datetime64[ns, UTC]")
+        elif name in INT_COLUMNS:
+            data[name] = pd.Series([], dtype="int64")
+        elif name == "duration":
+            data[name] = pd.Series([], dtype="timedelta64[ns]")
+        else:
+            data[name] = pd.Series([], dtype=object)
+    return pd.DataFrame(data, columns=columns)
+
+
+def instances(
+    workflow: str | None = None, status: str | None = None, *, app: App | None = None
+) -> pd.DataFrame:
+    """Every instance, newest first (``workflow=`` / ``status=`` filter)."""
+    where = {
+        key: value
+        for key, value in (("workflow_name", workflow), ("status", status))
+        if value is not None
+    }
+    frame = read(app or current_app(), "workflow_instances", where)
+    if frame is None:
+        return _empty(INSTANCE_COLUMNS)
+    frame = frame.sort_values(["created_at", "instance_id"], ascending=False)
+    return frame[INSTANCE_COLUMNS].reset_index(drop=True)
+
+
+def history(iid: str | None = None, *, app: App | None = None) -> pd.DataFrame:
+    """The recorded steps of one instance (``iid``) or of all, in recording order.
+
+    ``duration`` is ``finished_at - started_at`` (retries included).
+    """
+    frame = read(app or current_app(), "workflow_history", {"instance_id": iid} if iid else None)
+    if frame is None:
+        return _empty(HISTORY_COLUMNS)
+    frame["duration"] = frame["finished_at"] - frame["started_at"]
+    frame = frame.sort_values(["instance_id", "seq"] if iid is None else ["seq"], kind="stable")
+    return frame[HISTORY_COLUMNS].reset_index(drop=True)
+
+
+def timers(*, app: App | None = None) -> pd.DataFrame:
+    """Pending waits with a deadline: sleeps, and event/message waits with a timeout."""
+    frame = read(app or current_app(), "waits")
+    if frame is None:
+        return _empty(TIMER_COLUMNS)
+    frame = frame[frame["fire_at"].notna()].sort_values("fire_at")
+    return frame[TIMER_COLUMNS].reset_index(drop=True)
+
+
+def messages(channel: str | None = None, *, app: App | None = None) -> pd.DataFrame:
+    """Stored channel messages (not yet consumed or still retained), oldest first."""
+    where = {"channel": channel} if channel is not None else None
+    frame = read(app or current_app(), "channel_messages", where)
+    if frame is None:
+        return _empty(MESSAGE_COLUMNS)
+    return frame[MESSAGE_COLUMNS].sort_values("id").reset_index(drop=True)
+
+
+def events(*, app: App | None = None) -> pd.DataFrame:
+    """Stored CloudEvents: messages whose metadata carries a ``type`` or ``specversion``."""
+    frame = messages(app=app)
+    if frame.empty:
+        return _empty(EVENT_COLUMNS)
+    meta = frame["metadata"]
+    is_event = meta.map(lambda m: isinstance(m, dict) and ("type" in m or "specversion" in m))
+    frame = frame[is_event.astype(bool)].copy()
+    if frame.empty:
+        return _empty(EVENT_COLUMNS)
+    frame["type"] = frame["channel"]
+    frame["source"] = frame["metadata"].map(lambda m: m.get("source"))
+    frame["event_id"] = frame["message_id"]
+    return frame[EVENT_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,191 @@
+"""Magics through a real ``InteractiveShell``: define, start, inspect, cancel, configure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+
+import romancy_nb as rn
+from romancy_nb.engine import registry
+from tests.notebook.conftest import Shell
+
+ACTIVITY = """
+%%activity --retry 2 --retry-interval 0
+def double(ctx, x: int) -> int:
+    return 2 * x
+"""
+WORKFLOW = """
+%%workflow
+async def doubler(ctx, x: int) -> int:
+    return await double(ctx, x) + {extra}
+"""
+
+
+def test_load_binds_an_open_app_beside_the_notebook(ip: Shell, tmp_path: Path) -> None:
+    app = rn.current_app()
+    assert app.is_open
+    assert Path(app.url) == tmp_path / "romancy.db"
+    magics = ip.shell.magics_manager.magics
+    assert {"workflow", "activity", "sql"} <= set(magics["cell"])
+    assert "romancy" in magics["line"]
+
+
+def test_cells_define_and_top_level_await_runs(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(WORKFLOW.format(extra=0))
+    assert isinstance(ip.ns["doubler"], rn.Workflow)
+    assert registry.find_activity("double").retry.max_attempts == 2
+    ip.run("iid = await rn.current_app().start(doubler, 21)")
+    assert ip.run("await rn.current_app().result(iid)") == 42
+
+
+def test_rerunning_a_cell_records_a_new_code_version(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(WORKFLOW.format(extra=0))
+    ip.run("a = await rn.current_app().start(doubler, 1)\nawait rn.current_app().result(a)")
+    first = ip.ns["doubler"].code_version
+    ip.run(WORKFLOW.format(extra=100))
+    assert ip.ns["doubler"].code_version != first
+    assert (
+        ip.run("b = await rn.current_app().start(doubler, 1)\nawait rn.current_app().result(b)")
+        == 102
+    )
+    frame = rn.instances()
+    versions = dict(zip(frame["instance_id"], frame["code_version"], strict=True))
+    assert versions[ip.ns["a"]] == first
+    assert versions[ip.ns["b"]] == ip.ns["doubler"].code_version
+
+
+def test_workflow_start_option_starts_an_instance(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(
+        WORKFLOW.format(extra=0).replace("%%workflow", "%%workflow --start '{\"x\": 4}' --id w-4")
+    )
+    assert ip.run("await rn.current_app().result('w-4')") == 8
+    assert rn.current_app().get_instance("w-4").status == "completed"
+
+
+def test_start_with_bad_input_fails_in_the_cell(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    error = ip.fails(
+        WORKFLOW.format(extra=0).replace("%%workflow", '%%workflow --start \'{"x": "no"}\'')
+    )
+    assert isinstance(error, rn.InvalidArgumentsError)
+    assert rn.instances().empty
+
+
+def test_bad_options_raise_usage_errors(ip: Shell) -> None:
+    error = ip.fails("%%activity --bogus\ndef f(ctx): pass")
+    assert isinstance(error, UsageError)
+    assert "usage" in str(error).lower() or "unrecognized" in str(error)
+    error = ip.fails("%%workflow\nx = 1")
+    assert isinstance(error, UsageError)
+    assert "must define a function" in str(error)
+    error = ip.fails("%%workflow\ndef not_async(ctx): pass")
+    assert isinstance(error, UsageError)
+    assert "async" in str(error)
+    error = ip.fails("%%workflow --start '{oops'\nasync def f(ctx): pass")
+    assert isinstance(error, UsageError)
+    assert "JSON" in str(error)
+
+
+def test_compensation_of_and_redefinition_keeps_it(ip: Shell) -> None:
+    ip.run("%%activity\ndef reserve(ctx, item: str) -> str:\n    return item")
+    ip.run("%%activity --compensation-of reserve\ndef release(ctx, item: str) -> None:\n    pass")
+    assert registry.find_activity("reserve").compensator is ip.ns["release"]
+    ip.run("%%activity\ndef reserve(ctx, item: str) -> str:\n    return item + '!'")
+    assert registry.find_activity("reserve").compensator is ip.ns["release"]
+    error = ip.fails("%%activity --compensation-of nothing_here\ndef undo(ctx): pass")
+    assert isinstance(error, UsageError)
+
+
+def test_romancy_list_show_history(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(WORKFLOW.format(extra=0))
+    ip.run(
+        "iid = await rn.current_app().start(doubler, 3, instance_id='h-1')\n"
+        "await rn.current_app().result(iid)"
+    )
+    listing = ip.run("%romancy list")
+    assert list(listing["instance_id"]) == ["h-1"]
+    assert list(ip.run("%romancy list --status failed")["instance_id"]) == []
+    history = ip.run("%romancy history h-1")
+    assert list(history["step_id"]) == ["double:1"]
+    assert history["output"][0] == 6
+    assert ip.run("%romancy show h-1") is not None
+    error = ip.fails("%romancy show nope")
+    assert isinstance(error, UsageError)
+    assert "nope" in str(error)
+
+
+def test_romancy_cancel_runs_to_cancelled(ip: Shell) -> None:
+    ip.run(
+        "%%activity\nasync def wait_long(ctx) -> None:\n"
+        "    import asyncio\n    await asyncio.sleep(60)"
+    )
+    ip.run("%%workflow\nasync def long_flow(ctx) -> None:\n    await wait_long(ctx)")
+    ip.run(
+        "import asyncio\niid = await rn.current_app().start(long_flow, instance_id='c-1')\n"
+        "await asyncio.sleep(0.05)"
+    )
+    assert ip.run("%romancy cancel c-1") == "cancelled"
+    assert rn.current_app().get_instance("c-1").status == "cancelled"
+    error = ip.fails("%romancy cancel c-1")
+    assert isinstance(error, UsageError)
+    assert "already cancelled" in str(error)
+
+
+def test_romancy_bad_subcommands(ip: Shell) -> None:
+    error = ip.fails("%romancy frobnicate")
+    assert isinstance(error, UsageError)
+    for command in ("list", "show", "history", "cancel", "event", "config"):
+        assert command in str(error)
+    error = ip.fails("%romancy")
+    assert isinstance(error, UsageError)
+    error = ip.fails("%romancy show")
+    assert isinstance(error, UsageError)
+    assert "instance_id" in str(error)
+    error = ip.fails("%romancy event approval {not json")
+    assert isinstance(error, UsageError)
+
+
+def test_romancy_config_rebinds_the_default_app(ip: Shell, tmp_path: Path) -> None:
+    assert ip.run("%romancy config")["db"] == str(tmp_path / "romancy.db")
+    other = tmp_path / "other.db"
+    ip.run(f"%romancy config --db {other}")
+    app = rn.current_app()
+    assert app.url == str(other)
+    assert app.is_open
+    assert other.exists()
+
+
+def test_unload_and_reload(ip: Shell) -> None:
+    first = rn.current_app()
+    ip.run("%reload_ext romancy_nb")
+    assert not first.is_open
+    assert rn.current_app() is not first and rn.current_app().is_open
+    ip.run("%unload_ext romancy_nb")
+    assert "romancy" not in ip.shell.magics_manager.magics["line"]
+    error = ip.fails("%romancy list")
+    assert isinstance(error, UsageError)  # "Line magic function `%romancy` not found."
+    ip.run("%load_ext romancy_nb")
+    assert "romancy" in ip.shell.magics_manager.magics["line"]
+
+
+def test_import_romancy_nb_does_not_import_ipython() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, romancy_nb; print('IPython' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(
+    "name", ["current_app", "instances", "history", "events", "timers", "messages"]
+)
+def test_notebook_names_are_exported(name: str) -> None:
+    assert name in rn.__all__
+    assert callable(getattr(rn, name))
