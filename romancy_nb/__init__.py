@@ -20,12 +20,15 @@ from romancy_nb.engine import (
     activity,
     workflow,
 )
+from romancy_nb.engine.channels import ChannelMessage
 from romancy_nb.engine.codec import InvalidArgumentsError
+from romancy_nb.engine.events import ReceivedEvent
 from romancy_nb.errors import (
     ActivityTimeoutError,
     AttemptError,
     ChannelMessageTimeoutError,
     ChannelModeConflictError,
+    ChannelNotSubscribedError,
     DatabaseLockedError,
     DeterminismViolation,
     EventTimeoutError,
@@ -75,8 +78,10 @@ __all__ = [
     "ActivityTimeoutError",
     "App",
     "AttemptError",
+    "ChannelMessage",
     "ChannelMessageTimeoutError",
     "ChannelModeConflictError",
+    "ChannelNotSubscribedError",
     "DatabaseLockedError",
     "DeterminismViolation",
     "EventTimeoutError",
@@ -85,6 +90,7 @@ __all__ = [
     "InvalidArgumentsError",
     "InvalidWorkflowState",
     "Registry",
+    "ReceivedEvent",
     "RetryExhaustedError",
     "RetryPolicy",
     "RomancyError",

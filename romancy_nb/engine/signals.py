@@ -30,3 +30,17 @@ class CancelSignal(EngineSignal):
 
 class LeaseLostSignal(EngineSignal):
     """Another worker owns this instance now: stop at once without writing anything."""
+
+
+class RecurSignal(SuspendSignal):
+    """``ctx.recur(...)``: archive this run's history and continue with new input.
+
+    Like temporal's ``ContinueAsNewError`` it is a ``BaseException``; it is a kind of
+    suspension (the run ends here, the instance lives on), so the runner's suspend path
+    handles it.
+    """
+
+    def __init__(self, values: tuple[object, ...], input_json: str) -> None:
+        super().__init__("recurred")
+        self.values = values
+        self.input_json = input_json

@@ -354,13 +354,22 @@ class WaitingStoreMixin:
         names = _names(workflows)
         found: list[Wakeup] = []
         for name in channels:
+            # A competing message wakes one waiter: ask for no more waiters than messages.
+            limit = self._rows(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM channel_subscriptions WHERE "
+                "channel = ?1 AND mode = 'competing') THEN (SELECT count(*) FROM "
+                "channel_messages WHERE channel = ?1 AND target_instance_id IS NULL) "
+                "ELSE -1 END",
+                (name,),
+            )[0][0]
             rows = self._rows(
                 "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 "JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
                 "AND s.channel = w.channel "
-                f"WHERE w.channel = ? AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at",
-                (name, names),
+                f"WHERE w.channel = ? AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at "
+                "LIMIT ?",
+                (name, names, limit),
             )
             found.extend(Wakeup(*row) for row in rows)
         return found, newest
