@@ -47,7 +47,15 @@ __version__ = "0.1.0"
 
 # The notebook layer (views, the default app) loads on first use, so that
 # ``import romancy_nb`` never imports IPython or pandas.
-_NOTEBOOK_NAMES = ("current_app", "events", "history", "instances", "messages", "timers")
+_NOTEBOOK_NAMES = (
+    "current_app",
+    "events",
+    "history",
+    "instances",
+    "messages",
+    "panel",
+    "timers",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -110,6 +118,7 @@ __all__ = [
     "history",
     "instances",
     "messages",
+    "panel",
     "timers",
     "workflow",
 ]

@@ -6,7 +6,17 @@ widget is built, so ``rn.instances()`` works in a plain script too.
 
 from __future__ import annotations
 
+from typing import Any
+
 from romancy_nb.notebook.state import current_app
 from romancy_nb.notebook.views import events, history, instances, messages, timers
 
-__all__ = ["current_app", "events", "history", "instances", "messages", "timers"]
+
+def panel(workflow: Any, app: Any = None) -> Any:
+    """The widget panel of a workflow (or its name): form, Start, live instances, timeline."""
+    from romancy_nb.notebook.widgets import panel as make_panel
+
+    return make_panel(workflow, app)
+
+
+__all__ = ["current_app", "events", "history", "instances", "messages", "panel", "timers"]

@@ -20,7 +20,7 @@ from romancy_nb.engine import Workflow
 from romancy_nb.errors import RomancyError
 from romancy_nb.notebook import aio, cells, state, views
 
-COMMANDS = ("list", "show", "history", "cancel", "event", "config")
+COMMANDS = ("list", "show", "panel", "history", "cancel", "event", "config")
 
 
 class _Parser(MagicArgumentParser):
@@ -48,6 +48,9 @@ def _romancy_parser() -> _Parser:
     listing.add_argument("--status", "-s", help="only this status")
     listing.add_argument("--limit", "-n", type=int, default=50, help="at most this many")
     sub.add_parser("show", help="one instance's panel").add_argument("instance_id")
+    sub.add_parser("panel", help="a workflow's panel: form, Start, instances").add_argument(
+        "workflow"
+    )
     sub.add_parser("history", help="one instance's steps (a DataFrame)").add_argument("instance_id")
     cancel = sub.add_parser("cancel", help="cancel an instance (compensations run)")
     cancel.add_argument("instance_id")
@@ -100,13 +103,13 @@ def start_instance(
     return iid
 
 
-def show_instance(iid: str) -> Any:
+def show_instance(iid: str, *, pending: bool = False) -> Any:
     """The panel of one instance when widgets are available, else its summary."""
     try:
         from romancy_nb.notebook.widgets import InstanceView
     except ImportError:
         return {"instance_id": iid}
-    return InstanceView(state.current_app(), iid)
+    return InstanceView(state.current_app(), iid, pending=pending)
 
 
 @magics_class
@@ -144,8 +147,7 @@ class RomancyMagics(Magics):
             return None
         args, kwargs = call_arguments(_json_arg(options.start, "--start"))
         iid = start_instance(wf, args, kwargs, options.instance_id)
-        view = show_instance(iid)
-        display(view)
+        display(show_instance(iid, pending=True))
         return None
 
     @magic_arguments()
@@ -194,7 +196,7 @@ class RomancyMagics(Magics):
 
     @line_magic
     def romancy(self, line: str) -> Any:
-        """``%romancy list|show ID|history ID|cancel ID|event TYPE JSON|config --db PATH``"""
+        """``%romancy list|show ID|panel WORKFLOW|history ID|cancel ID|event TYPE JSON|config``"""
         options = _romancy_parser().parse_args(_split(line))
         app = state.current_app()
         try:
@@ -204,6 +206,10 @@ class RomancyMagics(Magics):
             if options.command == "show":
                 app.get_instance(options.instance_id)
                 return show_instance(options.instance_id)
+            if options.command == "panel":
+                from romancy_nb.notebook.widgets import panel
+
+                return panel(options.workflow, app)
             if options.command == "history":
                 app.get_instance(options.instance_id)
                 return views.history(options.instance_id, app=app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ DB_ENV = "ROMANCY_DB"
 DEFAULT_DB = "romancy.db"
 
 _app: App | None = None
+_session_started = time.time()
+
+
+def session_started() -> float:
+    """When this process started using romancy_nb: steps recorded before were not run by
+    this kernel (a resumed instance replays them from history: "cached")."""
+    return _session_started
 
 
 def default_db() -> str:

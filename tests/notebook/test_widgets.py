@@ -1,0 +1,186 @@
+"""Widgets through their Python API: set values, click, and check the store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ipywidgets as w
+
+import romancy_nb as rn
+from romancy_nb.notebook import aio
+from romancy_nb.notebook.widgets import InstanceView, Timeline, WorkflowPanel, asset
+from tests.notebook.conftest import Shell
+
+
+def run(coro: Any) -> Any:
+    """Drive the shell's loop (a plain shell runs it only while a cell awaits)."""
+    return aio.shell_loop().run_until_complete(coro)
+
+
+async def until(check: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def define(ip: Shell) -> None:
+    ip.run(
+        "%%activity --retry 3 --retry-interval 0\n"
+        "def pack(ctx, item: str, qty: int) -> str:\n"
+        "    if ctx.attempt == 1 and item == 'flaky':\n"
+        "        raise RuntimeError('first try fails')\n"
+        "    return f'{qty} x {item}'"
+    )
+    ip.run(
+        "%%workflow\n"
+        "async def ship(ctx, item: str, qty: int = 2, express: bool = False,\n"
+        "               tags: list[str] | None = None) -> str:\n"
+        "    return await pack(ctx, item, qty)"
+    )
+
+
+def test_panel_form_from_signature_and_start(ip: Shell) -> None:
+    define(ip)
+    panel = rn.panel("ship")
+    assert isinstance(panel, WorkflowPanel)
+    assert isinstance(panel.fields["item"], w.Text)
+    assert isinstance(panel.fields["qty"], w.IntText) and panel.fields["qty"].value == 2
+    assert isinstance(panel.fields["express"], w.Checkbox)
+    assert isinstance(panel.fields["tags"], w.Textarea)
+    panel.fields["item"].value = "flaky"
+    panel.fields["qty"].value = 3
+    panel.fields["tags"].value = '["a", "b"]'
+    panel.instance_id.value = "p-1"
+    panel.start_button.click()
+    assert run(rn.current_app().result("p-1")) == "3 x flaky"
+    assert rn.current_app().get_instance("p-1").input == {
+        "item": "flaky",
+        "qty": 3,
+        "express": False,
+        "tags": ["a", "b"],
+    }
+    panel.refresh()
+    assert panel.instances.value == "p-1"
+    assert panel.instances.options[0] == ("p-1 · completed", "p-1")
+    view = panel.view
+    assert isinstance(view, InstanceView) and view.instance_id == "p-1"
+    (step,) = view.timeline.steps
+    assert step["step_id"] == "pack:1"
+    assert step["status"] == "completed"
+    assert step["attempts"] == 2
+    assert step["source"] == "executed"
+    assert step["output"] == "3 x flaky"
+    assert view.timeline.instance["status"] == "completed"
+    assert view.cancel_button.disabled
+    assert not panel.is_live()
+
+
+def test_panel_start_with_bad_input_shows_the_error(ip: Shell) -> None:
+    define(ip)
+    panel = rn.panel("ship")
+    panel.fields["tags"].value = "[not json"
+    assert panel.start() is None
+    assert "not valid JSON" in panel.message.value
+    assert rn.instances().empty
+
+
+def test_cancel_button_cancels_in_the_store(ip: Shell) -> None:
+    ip.run(
+        "%%activity\nasync def slow(ctx) -> None:\n    import asyncio\n    await asyncio.sleep(60)"
+    )
+    ip.run("%%workflow\nasync def slow_flow(ctx) -> None:\n    await slow(ctx)")
+    ip.run(
+        "await rn.current_app().start(slow_flow, instance_id='x-1')\n"
+        "import asyncio\nawait asyncio.sleep(0.05)"
+    )
+    view = ip.run("%romancy show x-1")
+    assert isinstance(view, InstanceView)
+    assert view.is_live() and not view.cancel_button.disabled
+    view.cancel_button.click()
+    assert rn.current_app().get_instance("x-1").status == "cancelled"
+    assert view.timeline.instance["status"] == "cancelled"
+    assert view.cancel_button.disabled
+
+
+def test_event_controls_approve_a_waiting_instance(ip: Shell) -> None:
+    ip.run(
+        "%%workflow\nasync def approval(ctx, what: str) -> str:\n"
+        "    event = await ctx.wait_event('approval')\n"
+        "    return what + (' approved' if event.data['approved'] else ' rejected')"
+    )
+    for iid in ("e-1", "e-2", "e-3"):
+        ip.run(f"await rn.current_app().start(approval, 'deploy', instance_id='{iid}')")
+    app = rn.current_app()
+    run(
+        until(
+            lambda: all(
+                app.get_instance(i).status == "waiting_for_event" for i in ("e-1", "e-2", "e-3")
+            )
+        )
+    )
+    views = {iid: InstanceView(app, iid) for iid in ("e-1", "e-2", "e-3")}
+    view = views["e-1"]
+    assert view.timeline.waiting["event"]["type"] == "approval"
+    assert view.event_box.layout.display == "flex"
+    assert view.timer_box.layout.display == "none"
+    view.approve_button.click()
+    assert run(app.result("e-1", timeout=10)) == "deploy approved"
+    # One event wakes every subscriber: the others were waiting for "approval" too.
+    assert run(app.result("e-2", timeout=10)) == "deploy approved"
+    view.refresh()
+    assert view.event_box.layout.display == "none"
+    assert view.timeline.waiting == {"can_fire": False}
+
+
+def test_send_with_json_editor_and_reject(ip: Shell) -> None:
+    ip.run(
+        "%%workflow\nasync def echo_event(ctx) -> dict:\n"
+        "    return (await ctx.wait_event('answer')).data"
+    )
+    app = rn.current_app()
+    ip.run("await rn.current_app().start(echo_event, instance_id='j-1')")
+    run(until(lambda: app.get_instance("j-1").status == "waiting_for_event"))
+    view = InstanceView(app, "j-1")
+    view.event_data.value = "{broken"
+    view.send_button.click()
+    assert "not valid JSON" in view.message.value
+    view.event_data.value = '{"answer": 42}'
+    view.send_button.click()
+    assert run(app.result("j-1", timeout=10)) == {"answer": 42}
+    ip.run("await rn.current_app().start(echo_event, instance_id='j-2')")
+    run(until(lambda: app.get_instance("j-2").status == "waiting_for_event"))
+    InstanceView(app, "j-2").reject_button.click()
+    assert run(app.result("j-2", timeout=10)) == {"approved": False}
+
+
+def test_timer_shows_a_countdown_and_fire_now_waits_for_the_engine(ip: Shell) -> None:
+    ip.run("%%workflow\nasync def nap(ctx) -> str:\n    await ctx.sleep(3600)\n    return 'up'")
+    app = rn.current_app()
+    ip.run("await rn.current_app().start(nap, instance_id='t-1')")
+    run(until(lambda: app.get_instance("t-1").status == "waiting_for_timer"))
+    view = InstanceView(app, "t-1")
+    timer = view.timeline.waiting["timer"]
+    assert timer["step_id"] == "sleep:1" and timer["fire_at"] > 0
+    assert view.timer_box.layout.display == "flex"
+    assert view.fire_button.disabled == (not hasattr(app, "fire_timer"))
+
+
+def test_step_actions_plug_into_the_timeline(ip: Shell) -> None:
+    define(ip)
+    ip.run(
+        "await rn.current_app().result(await rn.current_app().start(ship, 'box', "
+        "instance_id='s-1'))"
+    )
+    view = InstanceView(rn.current_app(), "s-1")
+    seen: list[str] = []
+    view.add_step_action("rewind", "rewind to here", lambda v, step: seen.append(step))
+    assert view.timeline.actions == [{"name": "rewind", "label": "rewind to here"}]
+    view.timeline._on_msg(view.timeline, {"action": "rewind", "step_id": "pack:1"}, [])
+    assert seen == ["pack:1"]
+
+
+def test_front_end_assets_exist() -> None:
+    assert asset("timeline.js").read_text().count("export default") == 1
+    assert asset("timeline.css").exists()
+    assert Timeline().steps == []
