@@ -111,11 +111,16 @@ class App(WaitingApp):
         if self._loop is not None:
             return self
         self._ensure_schema()
+        worker = leases.new_worker()
+        self.store.register_worker(worker)  # may fail (locked): then nothing is half-open
+        self._worker = worker
         self._loop = asyncio.get_running_loop()
-        self._worker = leases.new_worker()
-        self.store.register_worker(self._worker)
         self.executor = ThreadPoolExecutor(self._max_threads, thread_name_prefix="romancy")
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            await self.close()
+            raise
         self._start_waiting()
         self._sweeper = self._loop.create_task(self._sweep_forever(), name="romancy-sweeper")
         return self

@@ -104,9 +104,13 @@ def _plain_class(tp: Any) -> type | None:
     """The class whose instances may skip the strict check, if ``tp`` is a plain class."""
     if tp is None or tp is type(None):
         return type(None)
-    if isinstance(tp, type) and tp is not float and not _is_dataframe_type(tp):
-        return tp  # float is left out: pydantic also accepts an int for it
-    return None
+    if tp is Any or not isinstance(tp, type) or tp is float or _is_dataframe_type(tp):
+        return None  # float is left out: pydantic also accepts an int for it
+    try:
+        isinstance(None, tp)  # Protocols and other special forms refuse isinstance
+    except TypeError:
+        return None
+    return tp
 
 
 def _dump(adapter: TypeAdapter[Any], value: Any, checked: bool = False) -> str:

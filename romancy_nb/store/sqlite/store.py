@@ -76,6 +76,30 @@ def _translate(error: apsw.Error, where: str) -> NoReturn:
     raise StoreError(f"database error on {where}: {error}", path=where) from error
 
 
+_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_non_database(file: Path) -> None:
+    """Refuse an existing file that is not SQLite before SQLite can touch it.
+
+    SQLite itself rejects most such files, but takes a 1-byte file for an empty database
+    and would overwrite it; checking the header first leaves every foreign file untouched.
+    """
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise StoreError(f"cannot read the database {file}: {error}", path=str(file)) from error
+    if head and head != _HEADER:
+        raise StoreError(
+            f"{file} is not a SQLite database (or is encrypted or corrupt); "
+            "point romancy_nb at a new file or at a romancy_nb database.",
+            path=str(file),
+        )
+
+
 class SqliteSession:
     """A write transaction on a pooled connection, shared by user SQL and the step record."""
 
@@ -168,6 +192,7 @@ class SqliteStore(WaitingStoreMixin):
                 )
             self._filename = str(file.resolve())
             self.where = self._filename
+            _refuse_non_database(file)
         self._pool: list[apsw.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
