@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from romancy_nb.engine import leases
+from romancy_nb.engine.commits import GroupCommitter
 from romancy_nb.engine.definitions import Workflow
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.engine.info import (
@@ -45,7 +46,8 @@ class App(WaitingApp):
     ``App("orders.db")`` opens (or creates) an APSW SQLite file; ``":memory:"`` keeps
     everything in memory. Use ``async with App(...) as app:`` (or ``await app.open()`` /
     ``await app.close()``); ``start`` opens it on first use too. ``synchronous="FULL"``
-    makes every step survive power loss at the cost of an fsync per commit.
+    makes every step survive power loss at the cost of an fsync per commit; steps of
+    concurrent instances then share commits (``group_commit``, on by default in FULL).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class App(WaitingApp):
         message_retention: float | None = 7 * 86400.0,
         archive_retention: float | None = None,
         max_threads: int = 32,
+        group_commit: bool | None = None,
         registry: Registry | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL", "EXTRA", "OFF"):
@@ -82,6 +85,9 @@ class App(WaitingApp):
         self._migrated = False
         self._worker = leases.new_worker()
         self.executor: ThreadPoolExecutor | None = None
+        full = synchronous in ("FULL", "EXTRA")
+        self._group_commit = full if group_commit is None else group_commit
+        self.committer: GroupCommitter | None = None
         self._runs: dict[str, WorkflowRun] = {}
         self._diverged: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -116,6 +122,8 @@ class App(WaitingApp):
         self._worker = worker
         self._loop = asyncio.get_running_loop()
         self.executor = ThreadPoolExecutor(self._max_threads, thread_name_prefix="romancy")
+        if self._group_commit:
+            self.committer = GroupCommitter(self.store, worker.worker_id, self._loop)
         try:
             self._recover()
         except BaseException:
@@ -142,6 +150,7 @@ class App(WaitingApp):
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
+        self.committer = None
         self._loop = None
         self.store.close()
         self._store_open = False

@@ -238,19 +238,18 @@ class WorkflowRun(WaitingRun):
                     final = RetryExhaustedError(activity.name, step_id, errors)
                     final.__cause__ = error
                 break
-            if not recorded:
-                self._record(
-                    step_id,
-                    kind,
-                    activity.name,
-                    "completed",
-                    input_json,
-                    output,
-                    None,
-                    attempt,
-                    started,
-                    time.time(),
-                )
+            if recorded:
+                return result
+            committer = self.app.committer
+            if committer is None:
+                self._record(step_id, kind, activity.name, "completed", input_json, output,
+                             None, attempt, started, time.time())
+            else:
+                step = StepRecord(self.instance_id, next(self._seq), step_id, kind,
+                                  activity.name, "completed", input_json, output, None, attempt,
+                                  started, time.time())
+                if not await committer.record(step):
+                    raise LeaseLostSignal(self.instance_id)
             return result
         self._record(
             step_id,

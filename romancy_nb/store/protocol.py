@@ -257,6 +257,9 @@ class Store(Protocol):
     def record_step(self, step: StepRecord, owner: str) -> bool:
         """Write one step in its own transaction; False if ``owner`` lost the lease."""
 
+    def record_steps(self, steps: Sequence[StepRecord], owner: str) -> list[bool]:
+        """Write several steps in one transaction (group commit); one flag per step."""
+
     def record_attempt(self, attempt: AttemptRecord) -> None: ...
 
     def open_session(self) -> Session:

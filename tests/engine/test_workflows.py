@@ -158,3 +158,15 @@ def test_workflow_must_be_async() -> None:
 def test_memory_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
     app = rn.App(":memory:")
     assert app.run(wf_quote, Item(sku="M", qty=2)).price == 5.0
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_group_commit_under_concurrency(db_path, synchronous: str) -> None:  # type: ignore[no-untyped-def]
+    async with rn.App(db_path, synchronous=synchronous, group_commit=True) as app:
+        assert app.committer is not None
+        ids = await asyncio.gather(
+            *(app.start(wf_quote, Item(sku=f"g{i}", qty=i)) for i in range(40))
+        )
+        results = await asyncio.gather(*(app.result(i) for i in ids))
+        assert [r.price for r in results] == [2.5 * i for i in range(40)]
+        assert all(len(app.get_history(i)) == 1 for i in ids)

@@ -467,6 +467,17 @@ class SqliteStore(WaitingStoreMixin):
             _translate(error, self.where)
         return self._db.changes() == 1
 
+    def record_steps(self, steps: Sequence[StepRecord], owner: str) -> list[bool]:
+        results = []
+        try:
+            with self._db:
+                for step in steps:
+                    self._db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+                    results.append(self._db.changes() == 1)
+        except apsw.Error as error:
+            _translate(error, self.where)
+        return results
+
     def record_attempt(self, attempt: AttemptRecord) -> None:
         self._write(
             "INSERT OR REPLACE INTO step_attempts (instance_id, step_id, attempt, error, at) "
