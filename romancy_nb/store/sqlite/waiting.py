@@ -521,11 +521,12 @@ class WaitingStoreMixin:
                     instance_id=instance_id,
                 )
             old_input, created_at = rows[0]
-            run_no, last_end = db.execute(
-                "SELECT coalesce(max(run_no), 0) + 1, max(ended_at) FROM workflow_runs_archive "
-                "WHERE instance_id = ?",
+            last = db.execute(  # the newest archived run, by primary key (no scan)
+                "SELECT run_no, ended_at FROM workflow_runs_archive WHERE instance_id = ? "
+                "ORDER BY run_no DESC LIMIT 1",
                 (instance_id,),
-            ).fetchall()[0]
+            ).fetchall()
+            run_no, last_end = (last[0][0] + 1, last[0][1]) if last else (1, None)
             db.execute(
                 f"INSERT INTO workflow_history_archive (run_no, {_STEP_COLUMNS}) "
                 f"SELECT ?, {_STEP_COLUMNS} FROM workflow_history WHERE instance_id = ?",
