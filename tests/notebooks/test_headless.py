@@ -138,18 +138,22 @@ def test_worker_serves_instances_after_the_kernel_is_gone(tmp_path: Path) -> Non
     assert cli("run", str(path), "-p", "n=7").returncode == 0
     db = tmp_path / "romancy.db"
     assert query(db, "SELECT status FROM workflow_instances") == [("waiting_for_event",)]
+    errors = tmp_path / "worker.err"
     worker = subprocess.Popen(
         [sys.executable, "-m", "romancy_nb.cli.notebook", "worker", "--notebook", str(path)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors.open("w"),
         text=True,
         cwd=REPO,
     )
     lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(iter(worker.stdout.readline, "")),  # type: ignore[union-attr]
-        daemon=True,
-    )
+
+    def read() -> None:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         eventually(
@@ -159,7 +163,7 @@ def test_worker_serves_instances_after_the_kernel_is_gone(tmp_path: Path) -> Non
             ),
             what="the worker to start serving",
         )
-        assert worker.poll() is None, worker.stderr.read()  # type: ignore[union-attr]
+        assert worker.poll() is None, errors.read_text()
 
         async def send() -> None:
             async with rn.App(db) as app:
@@ -175,12 +179,12 @@ def test_worker_serves_instances_after_the_kernel_is_gone(tmp_path: Path) -> Non
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
-            _, err = worker.communicate(timeout=30)
+            worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-            _, err = worker.communicate()
+            worker.wait()
         reader.join(timeout=5)
-    assert worker.returncode == 0, err
+    assert worker.returncode == 0, errors.read_text()
     assert any(line.startswith("stopped after") for line in lines)
     assert (
         json.loads(query(db, "SELECT output FROM workflow_history WHERE step_id = 'twice:1'")[0][0])
