@@ -189,3 +189,20 @@ def test_import_romancy_nb_does_not_import_ipython() -> None:
 def test_notebook_names_are_exported(name: str) -> None:
     assert name in rn.__all__
     assert callable(getattr(rn, name))
+
+
+def test_romancy_event_wakes_a_waiting_instance(ip: Shell) -> None:
+    ip.run(
+        "%%workflow\nasync def wait_go(ctx) -> dict:\n    return (await ctx.wait_event('go')).data"
+    )
+    ip.run(
+        "import asyncio\nawait rn.current_app().start(wait_go, instance_id='ev-1')\n"
+        "while rn.current_app().get_instance('ev-1').status != 'waiting_for_event':\n"
+        "    await asyncio.sleep(0.01)"
+    )
+    event_id = ip.run("%romancy event go '{\"ok\": true}'")
+    assert isinstance(event_id, str) and event_id
+    assert ip.run("await rn.current_app().result('ev-1', timeout=10)") == {"ok": True}
+    events = rn.events()
+    assert list(events["type"]) == ["go"]
+    assert events["source"][0] == "notebook"
