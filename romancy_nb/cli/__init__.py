@@ -1,0 +1,77 @@
+"""``romancy-nb``: inspect and manage workflow instances from a shell.
+
+The commands are thin: each calls the management API of :class:`romancy_nb.App` and shows
+the answer as a rich table, or as plain JSON with ``--json``. Exit codes: 0 ok, 1 a runtime
+or workflow error, 2 a usage error, 3 an unknown instance id or a missing database.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from romancy_nb.cli import commands
+from romancy_nb.cli.common import (
+    DB_ENV,
+    GlobalOptions,
+    handle_errors,
+    import_modules,
+)
+from romancy_nb.cli.demo import demo_command
+
+app = typer.Typer(
+    name="romancy-nb",
+    help="Inspect and manage romancy_nb workflow instances.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+@handle_errors
+def _global(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar=DB_ENV,
+            metavar="PATH",
+            help="Database file for every command (default ./romancy.db).",
+            show_default=False,
+        ),
+    ] = None,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            "-i",
+            metavar="MODULE",
+            help="Import a module (pkg.mod or path/to/file.py) that defines workflows, "
+            "before the command runs. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Inspect and manage romancy_nb workflow instances."""
+    ctx.obj = GlobalOptions(db=db or None, imports=list(imports or []))
+    import_modules(ctx.obj.imports)
+
+
+app.command("list")(commands.list_command)
+app.command("get")(commands.get_command)
+app.command("history")(commands.history_command)
+app.command("cancel")(commands.cancel_command)
+app.command("migrate")(commands.migrate_command)
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """Entry point of the ``romancy-nb`` script."""
+    app(prog_name="romancy-nb")
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,192 @@
+"""The management commands: thin calls into :class:`romancy_nb.App`, then a table or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+import romancy_nb as rn
+from romancy_nb.cli import render
+from romancy_nb.cli.common import (
+    EXIT_ERROR,
+    CliError,
+    handle_errors,
+    import_modules,
+    instance_not_found,
+    open_app,
+    resolve_db,
+    stdout,
+)
+
+FINAL = ("completed", "failed", "cancelled")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="PATH",
+        help="Database file. Default: the global --db, else $ROMANCY_DB, else ./romancy.db.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts.")]
+ImportOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        "-i",
+        metavar="MODULE",
+        help="Import a module (pkg.mod or path/to/file.py) that defines workflows. Repeatable.",
+        show_default=False,
+    ),
+]
+
+
+def _get(app: rn.App, instance_id: str, db: str) -> rn.InstanceInfo:
+    try:
+        return app.get_instance(instance_id)
+    except rn.WorkflowNotFound:
+        raise instance_not_found(instance_id, db) from None
+
+
+@handle_errors
+def list_command(
+    ctx: typer.Context,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", "-w", help="Only instances of this workflow.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", "-s", help="Only this status: running, completed, failed, cancelled..."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Page size.")] = 20,
+    page_token: Annotated[
+        str | None, typer.Option("--page-token", help="Continue after a previous page.")
+    ] = None,
+    json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List instances, newest first, one page at a time."""
+    path = resolve_db(ctx, db)
+    with open_app(path) as app:
+        try:
+            page = app.list_instances(
+                workflow=workflow, status=status, limit=limit, page_token=page_token
+            )
+        except ValueError as error:  # a malformed page token is a usage error
+            raise typer.BadParameter(str(error), param_hint="'--page-token'") from None
+    if json:
+        render.echo_json(render.page_json(page))
+        return
+    out = stdout()
+    if not page.instances:
+        out.print("no instances" + (" match" if workflow or status or page_token else ""))
+        return
+    out.print(render.instances_table(page.instances))
+    if page.next_page_token:
+        out.print(Text(f"more: --page-token {page.next_page_token}", style="dim"))
+
+
+@handle_errors
+def get_command(
+    ctx: typer.Context,
+    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Show one instance: status, input, output and error."""
+    path = resolve_db(ctx, db)
+    with open_app(path) as app:
+        info = _get(app, instance_id, path)
+    if json:
+        render.echo_json(render.instance_json(info))
+    else:
+        stdout().print(render.instance_table(info))
+
+
+@handle_errors
+def history_command(
+    ctx: typer.Context,
+    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """Show the recorded steps of an instance, compensations included."""
+    path = resolve_db(ctx, db)
+    with open_app(path) as app:
+        _get(app, instance_id, path)
+        steps = app.get_history(instance_id)
+    if json:
+        render.echo_json([render.step_json(s) for s in steps])
+    else:
+        stdout().print(render.history_table(steps))
+
+
+@handle_errors
+def cancel_command(
+    ctx: typer.Context,
+    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why; stored with the instance.")
+    ] = "cancelled from the command line",
+    imports: ImportOption = None,
+    db: DbOption = None,
+) -> None:
+    """Cancel an instance; its saga compensations run in reverse order.
+
+    Compensations run in this process when it defines the workflow (see --import). If a
+    live worker holds the instance, the request is stored and that worker cancels it.
+    """
+    import_modules(imports or [])
+    path = resolve_db(ctx, db)
+    with open_app(path) as app:
+        info = _get(app, instance_id, path)
+        if info.status in FINAL:
+            raise CliError(f"instance {instance_id!r} is already {info.status}; nothing to cancel")
+        try:
+            new_status = asyncio.run(_cancel(app, instance_id, reason))
+        except rn.WorkflowNotFound:
+            raise CliError(
+                f"cancellation of {instance_id!r} is recorded, but its workflow "
+                f"{info.workflow_name!r} is not defined in this process, so its compensations "
+                "cannot run here. A worker that runs the definitions will compensate it when "
+                "it picks the instance up; or run this command again with --import MODULE "
+                "(the module that defines the workflow) to compensate it now.",
+                EXIT_ERROR,
+            ) from None
+        after = app.get_instance(instance_id)
+        steps = app.get_history(instance_id)
+    out = stdout()
+    if new_status == "cancelled":
+        undone = [s for s in steps if s.kind == "compensation"]
+        out.print(Text.assemble("cancelled ", (instance_id, "bold")))
+        if undone:
+            out.print(render.history_table(undone, title="compensations"))
+        return
+    holder = after.lock_owner or "another worker"
+    out.print(
+        f"cancellation requested: {holder} holds {instance_id} and will cancel it at its next "
+        f"sweep (status now: {new_status})"
+    )
+
+
+async def _cancel(app: rn.App, instance_id: str, reason: str) -> str:
+    async with app:
+        return await app.cancel(instance_id, reason)
+
+
+@handle_errors
+def migrate_command(ctx: typer.Context, db: DbOption = None) -> None:
+    """Create the database if needed and apply pending schema migrations."""
+    path = resolve_db(ctx, db)
+    with open_app(path, must_exist=False) as app:
+        applied = app.store.migrate()
+    if applied:
+        stdout().print(f"{path}: applied {', '.join(applied)}")
+    else:
+        stdout().print(f"{path}: up to date, nothing to apply")
