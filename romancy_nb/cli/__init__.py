@@ -19,6 +19,7 @@ from romancy_nb.cli.common import (
     import_modules,
 )
 from romancy_nb.cli.demo import demo_command
+from romancy_nb.cli.notebook import run_command, worker_command
 
 app = typer.Typer(
     name="romancy-nb",
@@ -67,6 +68,9 @@ app.command("history")(commands.history_command)
 app.command("cancel")(commands.cancel_command)
 app.command("migrate")(commands.migrate_command)
 app.command("demo")(demo_command)
+# Headless notebooks (romancy_nb.cli.notebook, also runnable as python -m on its own).
+app.command("run")(run_command)
+app.command("worker")(worker_command)
 
 
 def main() -> None:
