@@ -135,7 +135,10 @@ class App(WaitingApp):
 
     async def close(self) -> None:
         """Stop sweeps and running instances (they resume at the next start), release all."""
-        if self._loop is None:
+        if self._loop is None:  # used only for management calls: just close the store
+            if self._store_open:
+                self.store.close()
+                self._store_open = False
             return
         if self._sweeper is not None:
             self._sweeper.cancel()
