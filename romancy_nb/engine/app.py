@@ -261,7 +261,10 @@ class App(WaitingApp):
                         return outcome.value
                     if outcome.error is not None and outcome.status != "stopped":
                         raise outcome.error
-                    continue
+                    if self._runs.get(instance_id) is not run:
+                        continue  # a new run took over (woken, recurred)
+                    # suspended or stopped: awaiting the finished task again would never
+                    # yield to the loop (its done-callback has not removed it yet)
                 record = self.store.get_instance(instance_id)
                 if record is None:
                     raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
