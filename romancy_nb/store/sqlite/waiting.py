@@ -18,6 +18,7 @@ between; taking the write lock up front lets the busy timeout do its work.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -43,8 +44,7 @@ if TYPE_CHECKING:
 
 _WAITING = "(" + ",".join(f"'{status}'" for status in WAITING_STATUSES) + ")"
 _MESSAGE_COLUMNS = (
-    "id, message_id, channel, target_instance_id, data, metadata, sender_instance_id, "
-    "created_at"
+    "id, message_id, channel, target_instance_id, data, metadata, sender_instance_id, created_at"
 )
 _STEP_COLUMNS = (
     "instance_id, seq, step_id, kind, name, status, input, output, error, attempts, "
@@ -157,8 +157,7 @@ class WaitingStoreMixin:
     def _consume(db: apsw.Connection, instance_id: str, mode: str, message: MessageRecord) -> None:
         if mode == "broadcast":
             db.execute(
-                "UPDATE channel_subscriptions SET cursor = ? WHERE instance_id = ? "
-                "AND channel = ?",
+                "UPDATE channel_subscriptions SET cursor = ? WHERE instance_id = ? AND channel = ?",
                 (message.id, instance_id, message.channel),
             )
         else:  # competing and direct messages go to one taker: remove them
@@ -169,8 +168,7 @@ class WaitingStoreMixin:
         db: apsw.Connection, instance_id: str, channel: str
     ) -> tuple[str, int] | None:
         rows = db.execute(
-            "SELECT mode, cursor FROM channel_subscriptions WHERE instance_id = ? "
-            "AND channel = ?",
+            "SELECT mode, cursor FROM channel_subscriptions WHERE instance_id = ? AND channel = ?",
             (instance_id, channel),
         ).fetchall()
         return (rows[0][0], rows[0][1]) if rows else None
@@ -582,7 +580,9 @@ class WaitingStoreMixin:
     # change detection
 
     def watch(self, on_change: Callable[[ChangeHint], None], interval: float) -> Watch:
-        return ChangeWatcher(self.connect, on_change, interval)
+        # inotify on the database's folder where there is one (see watch.py)
+        folder = None if self.where == ":memory:" else os.path.dirname(self.where)
+        return ChangeWatcher(self.connect, on_change, interval, folder=folder)
 
 
 __all__ = ["WaitingStoreMixin"]
