@@ -19,6 +19,7 @@ from romancy_nb.cli.common import (
     import_modules,
 )
 from romancy_nb.cli.demo import demo_command
+from romancy_nb.cli.events import event_command
 from romancy_nb.cli.notebook import run_command, worker_command
 
 app = typer.Typer(
@@ -66,6 +67,7 @@ app.command("list")(commands.list_command)
 app.command("get")(commands.get_command)
 app.command("history")(commands.history_command)
 app.command("cancel")(commands.cancel_command)
+app.command("event")(event_command)
 app.command("migrate")(commands.migrate_command)
 app.command("demo")(demo_command)
 # Headless notebooks (romancy_nb.cli.notebook, also runnable as python -m on its own).

@@ -1,0 +1,78 @@
+"""``romancy-nb event TYPE --data JSON`` wakes a workflow waiting in another process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import romancy_nb as rn
+from romancy_nb.cli import app as cli_app
+from romancy_nb.testing import eventually
+
+ENV = {"COLUMNS": "200", "ROMANCY_DB": None, "ROMANCY_DEBUG": None}
+
+
+@rn.workflow
+async def cli_ev_waiter(ctx: rn.WorkflowContext) -> dict:
+    ev = await ctx.wait_event("cli.approved", timeout=60)
+    return {"data": ev.data, "source": ev.source, "id": ev.id}
+
+
+def _entry_point() -> str:
+    beside = Path(sys.executable).with_name("romancy-nb")
+    found = str(beside) if beside.exists() else shutil.which("romancy-nb")
+    assert found, "romancy-nb is not installed: pip install -e . first"
+    return found
+
+
+async def test_the_event_command_resumes_a_waiting_workflow(db_path: Path) -> None:
+    async with rn.App(db_path) as app:
+        iid = await app.start(cli_ev_waiter)
+        await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+        args = ["--db", str(db_path), "event", "cli.approved", "--data", '{"ok": true}']
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [_entry_point(), *args, "--id", "e-7", "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            "type": "cli.approved",
+            "id": "e-7",
+            "source": "romancy-nb-cli",
+        }
+        # the CLI process only stored it; this process's watcher noticed and resumed
+        result = await app.result(iid, timeout=20)
+        assert result == {"data": {"ok": True}, "source": "romancy-nb-cli", "id": "e-7"}
+
+
+def test_bad_json_is_a_usage_error(db_path: Path) -> None:
+    db_path.touch()
+    result = CliRunner().invoke(
+        cli_app, ["event", "x.y", "--data", "{nope", "--db", str(db_path)], env=ENV
+    )
+    assert result.exit_code == 2
+    assert "--data is not valid JSON" in result.stderr
+
+
+def test_a_missing_database_is_not_found(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app, ["event", "x.y", "--db", str(tmp_path / "nope.db")], env=ENV
+    )
+    assert result.exit_code == 3
+
+
+def test_plain_output(db_path: Path) -> None:
+    db_path.touch()
+    result = CliRunner().invoke(
+        cli_app, ["event", "x.y", "-d", "[1, 2]", "--id", "i-1", "--db", str(db_path)], env=ENV
+    )
+    assert result.exit_code == 0, result.output
+    assert "sent x.y (id i-1)" in result.stdout
