@@ -144,6 +144,9 @@ class InstanceView(w.VBox):
         self.send_button.on_click(lambda _: self.send_event())
         self.approve_button.on_click(lambda _: self.send_event({"approved": True}))
         self.reject_button.on_click(lambda _: self.send_event({"approved": False}))
+        # Hidden until a refresh finds the instance waiting on a timer or an event.
+        self.timer_box.layout.display = "none"
+        self.event_box.layout.display = "none"
         self._step_actions: dict[str, Callable[[InstanceView, str], Any]] = {}
         self._waiting_event: str | None = None
         self._waiting_timer: str | None = None
@@ -330,7 +333,9 @@ class WorkflowPanel(w.VBox):
         self.start_button = w.Button(description="Start", button_style="primary", icon="play")
         self.start_button.on_click(lambda _: self.start())
         self.message = w.HTML()
-        self.instances = w.Select(options=[], rows=6, description="instances")
+        self.instances = w.Select(
+            options=[], rows=6, description="instances", layout=w.Layout(width="36em")
+        )
         self.instances.observe(self._selected, names="value")
         self.detail = w.VBox()
         self.view: InstanceView | None = None

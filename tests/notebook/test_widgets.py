@@ -184,3 +184,10 @@ def test_front_end_assets_exist() -> None:
     assert asset("timeline.js").read_text().count("export default") == 1
     assert asset("timeline.css").exists()
     assert Timeline().steps == []
+
+
+def test_a_pending_view_hides_the_wait_controls(ip: Shell) -> None:
+    view = InstanceView(rn.current_app(), "not-stored-yet", pending=True)
+    assert view.status == "starting" and view.is_live()
+    assert view.event_box.layout.display == "none"
+    assert view.timer_box.layout.display == "none"
