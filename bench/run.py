@@ -13,7 +13,6 @@ times better romancy_nb is (>1 = romancy_nb better) in both of its durability mo
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,9 @@ def ensure_venv(peer: Peer) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     print(f"installing {' '.join(peer.requirements)} into {venv} ...", flush=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *peer.requirements], check=True)
+    done = subprocess.run([*pip, *peer.requirements], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip failed:\n{done.stderr[-2000:]}")
     marker.write_text(_stamp(peer))
     return python
 
@@ -105,12 +107,12 @@ def run_peer(peer: Peer, quick: bool, timeout: float) -> Outcome:
         cmd = [str(python), str(BENCH / "workloads" / peer.script), "--db-dir", tmp]
         cmd += [*peer.args, *(["--quick"] if quick else [])]
         print(f"running {peer.key} ...", flush=True)
-        t0 = dt.datetime.now()
+        t0 = time.monotonic()
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return Outcome(peer, error=f"timed out after {timeout:.0f} s")
-        seconds = (dt.datetime.now() - t0).total_seconds()
+        seconds = time.monotonic() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
@@ -124,6 +126,8 @@ def machine_facts() -> dict[str, str]:
         "nproc": str(os.cpu_count()),
         "python (orchestrator)": platform.python_version(),
         "kernel": platform.release(),
+        "romancy_nb source": _git_rev(),
+        "load average before": f"{os.getloadavg()[0]:.2f}",
     }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -137,9 +141,53 @@ def machine_facts() -> dict[str, str]:
         )
         facts["memory"] = f"{int(mem.split()[1]) / 2**20:.1f} GiB"
         facts["temp dir filesystem"] = _fs_type(Path(tempfile.gettempdir()))
+        facts["SQLite commit (stdlib sqlite3)"] = commit_floor()
     except (OSError, StopIteration):
         pass
     return facts
+
+
+def commit_floor(n: int = 200) -> str:
+    """µs per one-row SQLite commit in each durability mode: the floor every peer pays.
+
+    A noisy virtual disk moves every figure; this line says how fast fsync was today.
+    """
+    import sqlite3
+
+    out = []
+    modes = (("DELETE", "FULL"), ("WAL", "FULL"), ("WAL", "NORMAL"))
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        for journal, sync in modes:
+            con = sqlite3.connect(Path(tmp) / f"{journal}{sync}.db", isolation_level=None)
+            con.execute(f"PRAGMA journal_mode={journal}").fetchall()
+            con.execute(f"PRAGMA synchronous={sync}")
+            con.execute("CREATE TABLE t (x INTEGER)")
+            t0 = time.perf_counter()
+            for i in range(n):
+                con.execute("INSERT INTO t VALUES (?)", (i,))
+            out.append(f"{journal}+{sync} {(time.perf_counter() - t0) / n * 1e6:,.0f} µs")
+            con.close()
+    return ", ".join(out)
+
+
+def _git_rev() -> str:
+    """The commit romancy_nb was measured at (it changes often; figures age with it)."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "romancy_nb"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return f"commit {rev}" + (" + uncommitted changes" if dirty else "")
 
 
 def _fs_type(path: Path) -> str:
@@ -171,11 +219,12 @@ def main() -> int:
     if unknown:
         p.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
     timeout = args.timeout or (300.0 if args.quick else 2400.0)
+    facts = machine_facts()  # before the peers, while the disk is quiet
     outcomes = [run_peer(x, args.quick, timeout) for x in PEERS if not wanted or x.key in wanted]
     for o in outcomes:
         if o.error:
             print(f"\n{o.peer.key} did not run: {o.error}", file=sys.stderr)
-    facts = machine_facts()
+    facts["load average after"] = f"{os.getloadavg()[0]:.2f}"
     render_terminal(outcomes, facts)
     out = args.out or (BENCH / "RESULTS.md" if not args.quick and not wanted else None)
     if out:
