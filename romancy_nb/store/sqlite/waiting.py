@@ -339,10 +339,11 @@ class WaitingStoreMixin:
     def message_wakeups(
         self, after_id: int, workflows: Sequence[str], channel: str | None = None
     ) -> tuple[list[Wakeup], int]:
-        newest = self.last_message_id()
         if channel is not None:
+            newest = after_id  # not asked for: the caller names the channel
             channels = [channel]
         else:
+            newest = self.last_message_id()
             channels = [
                 row[0]
                 for row in self._rows(
@@ -352,24 +353,23 @@ class WaitingStoreMixin:
         names = _names(workflows)
         found: list[Wakeup] = []
         for name in channels:
-            # A competing message wakes one waiter: ask for no more waiters than messages.
-            limit = self._rows(
-                "SELECT CASE WHEN EXISTS (SELECT 1 FROM channel_subscriptions WHERE "
-                "channel = ?1 AND mode = 'competing') THEN (SELECT count(*) FROM "
-                "channel_messages WHERE channel = ?1 AND target_instance_id IS NULL) "
-                "ELSE -1 END",
-                (name,),
-            )[0][0]
             rows = self._rows(
-                "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
+                "SELECT w.instance_id, i.workflow_name, w.step_id, s.mode FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 "JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
                 "AND s.channel = w.channel "
-                f"WHERE w.channel = ? AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at "
-                "LIMIT ?",
-                (name, names, limit),
+                f"WHERE w.channel = ? AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at",
+                (name, names),
             )
-            found.extend(Wakeup(*row) for row in rows)
+            if len(rows) > 1 and rows[0][3] == "competing":
+                # A competing message wakes one waiter: no more waiters than messages.
+                available = self._rows(
+                    "SELECT count(*) FROM channel_messages WHERE channel = ? "
+                    "AND target_instance_id IS NULL",
+                    (name,),
+                )[0][0]
+                rows = rows[:available]
+            found.extend(Wakeup(*row[:3]) for row in rows)
         return found, newest
 
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
@@ -458,14 +458,18 @@ class WaitingStoreMixin:
             "INSERT OR IGNORE INTO channel_messages (message_id, channel, target_instance_id, "
             "data, metadata, sender_instance_id, created_at) VALUES (?,?,?,?,?,?,?)"
         )
+        if step is None:  # from outside a workflow: one statement, its own transaction
+            try:
+                self._db.execute(insert, message[1:])
+            except apsw.Error as error:
+                _fail(error, self.where)
+            return self._db.last_insert_rowid() if self._db.changes() == 1 else 0
         with self._immediate() as db:
-            if step is not None:
-                assert owner is not None
-                self._check_lease(db, step.instance_id, owner)
+            assert owner is not None
+            self._check_lease(db, step.instance_id, owner)
             db.execute(insert, message[1:])
             new_id = db.last_insert_rowid() if db.changes() == 1 else 0
-            if step is not None:
-                self._insert_step(db, step)
+            self._insert_step(db, step)
         return new_id
 
     def delete_messages(self, before: float) -> int:
