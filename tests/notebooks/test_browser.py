@@ -1,0 +1,170 @@
+"""A real browser: JupyterLab on a free loopback port, Debian's Chromium driven by Playwright.
+
+Open a notebook, run its cells, click Start in the workflow panel, then Approve, and check
+the instance completed in the store. The screenshot is kept as an artifact: in
+``$ROMANCY_ARTIFACTS`` if set, else in the test's ``tmp_path``.
+
+Playwright cannot download browsers here: it drives ``/usr/bin/chromium`` (``scripts/test.sh``
+installs the ``chromium`` package when it is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tests.notebooks.kernels import eventually, query
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CELLS = [
+    "%load_ext romancy_nb\nimport romancy_nb as rn",
+    "%%workflow\nasync def approve_me(ctx, item: str = 'deploy') -> str:\n"
+    "    event = await ctx.wait_event('approval')\n"
+    "    return item + (' approved' if event.data['approved'] else ' rejected')",
+    "rn.panel('approve_me')",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """JupyterLab serving ``tmp_path/work``; yields (base URL with token, work folder)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    notebook = new_notebook(cells=[new_code_cell(source) for source in CELLS])
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, work / "approval.ipynb")
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+    )
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.allow_root=True",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if server.poll() is not None:
+            raise AssertionError("JupyterLab exited:\n" + (tmp_path / "lab.log").read_text())
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+        except OSError:
+            return False
+        return True
+
+    try:
+        eventually(up, timeout=120, what="JupyterLab to answer")
+        yield f"{base}/lab/tree/approval.ipynb?token={token}&reset", work
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def run_all_cells(page: Any) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+
+def test_click_start_and_approve_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "install Debian's chromium package (scripts/test.sh does)"
+    url, work = lab
+    artifacts = Path(os.environ.get("ROMANCY_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(120_000)
+        try:
+            page.goto(url)
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+            # The kernel is up once the status bar says so; then run all cells from the menu.
+            page.locator("#jp-main-statusbar", has_text="Idle").wait_for()
+            start = page.locator("button.widget-button", has_text="Start")
+            run_all_cells(page)
+            try:
+                start.wait_for(timeout=60_000)
+            except PlaywrightTimeout:  # a busy machine lost the menu click: once more
+                run_all_cells(page)
+            start.click()
+            approve = page.locator("button.widget-button", has_text="Approve")
+            approve.click()  # waits until the panel shows the awaited event
+            db = work / "romancy.db"
+            eventually(
+                lambda: query(db, "SELECT status FROM workflow_instances") == [("completed",)],
+                timeout=60,
+                what="the instance to complete",
+            )
+            page.locator(".romancy-status", has_text="completed").wait_for()
+            start.scroll_into_view_if_needed()
+            page.locator(".romancy-timeline").scroll_into_view_if_needed()
+            page.screenshot(path=str(artifacts / "notebook-panel.png"))
+        except Exception:
+            page.screenshot(path=str(artifacts / "notebook-panel-failed.png"))
+            raise
+        finally:
+            browser.close()
+    assert query(db, "SELECT output FROM workflow_instances") == [('"deploy approved"',)]
+    history = query(db, "SELECT step_id, status FROM workflow_history")
+    assert history == [("wait_event:1", "completed")]
