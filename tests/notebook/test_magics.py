@@ -206,3 +206,51 @@ def test_romancy_event_wakes_a_waiting_instance(ip: Shell) -> None:
     events = rn.events()
     assert list(events["type"]) == ["go"]
     assert events["source"][0] == "notebook"
+
+
+def test_activity_options_reach_the_definition(ip: Shell) -> None:
+    ip.run(
+        "%%activity --name fetch --timeout 2.5 --no-transactional --retry 4\n"
+        "async def fetch_it(ctx, url: str) -> str:\n    return url"
+    )
+    act = registry.find_activity("fetch")
+    assert act is ip.ns["fetch_it"]
+    assert act.timeout == 2.5
+    assert act.transactional is False
+    assert act.retry.max_attempts == 4
+    ip.run(
+        "%%workflow --name renamed_flow --event-handler\nasync def flow_fn(ctx) -> str:\n"
+        "    return await fetch_it(ctx, 'u')"
+    )
+    wf = registry.find_workflow("renamed_flow")
+    assert wf is ip.ns["flow_fn"] and wf.event_handler
+    assert (
+        ip.run("await rn.current_app().result(await rn.current_app().start('renamed_flow'))") == "u"
+    )
+    for bad in ("--timeout 0", "--retry 0", "--retry-interval -1", "--timeout soon"):
+        error = ip.fails(f"%%activity {bad}\ndef bad_one(ctx) -> None:\n    pass")
+        assert isinstance(error, UsageError), bad
+
+
+def test_instances_started_with_the_old_code_keep_working(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(
+        "%%workflow\nasync def gated(ctx, x: int) -> int:\n"
+        "    first = await double(ctx, x)\n"
+        "    await ctx.wait_event('open')\n"
+        "    return first + 1"
+    )
+    ip.run(
+        "import asyncio\nawait rn.current_app().start(gated, 5, instance_id='old-1')\n"
+        "while rn.current_app().get_instance('old-1').status != 'waiting_for_event':\n"
+        "    await asyncio.sleep(0.01)"
+    )
+    # A compatible edit: the recorded step is asked for again; only the tail changes.
+    ip.run(
+        "%%workflow\nasync def gated(ctx, x: int) -> int:\n"
+        "    first = await double(ctx, x)\n"
+        "    await ctx.wait_event('open')\n"
+        "    return first + 1000"
+    )
+    ip.run("%romancy event open")
+    assert ip.run("await rn.current_app().result('old-1', timeout=10)") == 1010
