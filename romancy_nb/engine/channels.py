@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -158,7 +159,18 @@ def take_or_suspend(
     if fire_at is not None and fire_at <= now:
         run._record(step_id, kind, kind, "timed_out", input_json, None, None, 1, now, now)
         return StepRecord(
-            run.instance_id, 0, step_id, kind, kind, "timed_out", input_json, None, None, 1, now, now
+            run.instance_id,
+            0,
+            step_id,
+            kind,
+            kind,
+            "timed_out",
+            input_json,
+            None,
+            None,
+            1,
+            now,
+            now,
         )
     run._suspend_on(wait, status)
 
@@ -166,7 +178,9 @@ def take_or_suspend(
 # receive
 
 
-def receive(run: WaitingRun, channel: str, timeout: float | None, model: Any, receive_id: str | None):  # type: ignore[no-untyped-def]
+def receive(
+    run: WaitingRun, channel: str, timeout: float | None, model: Any, receive_id: str | None
+) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     timeout = check_timeout("receive", timeout)
     step_id = run._wait_id("receive", receive_id)
@@ -199,7 +213,7 @@ async def _receive(
 # subscriptions
 
 
-def subscribe(run: WaitingRun, channel: str, mode: str):  # type: ignore[no-untyped-def]
+def subscribe(run: WaitingRun, channel: str, mode: str) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -207,7 +221,7 @@ def subscribe(run: WaitingRun, channel: str, mode: str):  # type: ignore[no-unty
     return _subscription_step(run, step_id, "subscribe", channel, mode)
 
 
-def unsubscribe(run: WaitingRun, channel: str):  # type: ignore[no-untyped-def]
+def unsubscribe(run: WaitingRun, channel: str) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     step_id = run._wait_id("unsubscribe", None)
     return _subscription_step(run, step_id, "unsubscribe", channel, None)
@@ -237,10 +251,14 @@ async def _subscription_step(
 # sending
 
 
-def publish(run: WaitingRun, channel: str, data: Any, metadata: dict[str, Any] | None):  # type: ignore[no-untyped-def]
+def publish(
+    run: WaitingRun, channel: str, data: Any, metadata: dict[str, Any] | None
+) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     step_id = run._wait_id("publish", None)
-    return _send(run, step_id, "publish", step_input(channel=channel), channel, None, data, metadata)
+    return _send(
+        run, step_id, "publish", step_input(channel=channel), channel, None, data, metadata
+    )
 
 
 def send_to(  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,9 @@ class ReceivedEvent:
     datacontenttype: str | None = None
 
 
-def wait_event(run: WaitingRun, event_type: str, timeout: float | None, model: Any, wait_id: str | None):  # type: ignore[no-untyped-def]
+def wait_event(
+    run: WaitingRun, event_type: str, timeout: float | None, model: Any, wait_id: str | None
+) -> Coroutine[Any, Any, Any]:
     channels.check_name("the event type", event_type)
     timeout = channels.check_timeout("wait_event", timeout)
     step_id = run._wait_id("wait_event", wait_id)

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from romancy_nb.engine import channels
 
@@ -15,12 +16,12 @@ if TYPE_CHECKING:
     from romancy_nb.engine.waiting import WaitingRun
 
 
-def join_group(run: WaitingRun, group: str):  # type: ignore[no-untyped-def]
+def join_group(run: WaitingRun, group: str) -> Coroutine[Any, Any, Any]:
     channels.check_name("the group", group)
     return _membership(run, run._wait_id("join_group", None), "join_group", group)
 
 
-def leave_group(run: WaitingRun, group: str):  # type: ignore[no-untyped-def]
+def leave_group(run: WaitingRun, group: str) -> Coroutine[Any, Any, Any]:
     channels.check_name("the group", group)
     return _membership(run, run._wait_id("leave_group", None), "leave_group", group)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from romancy_nb.store.protocol import WaitSpec, timer_output
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _KIND = "sleep"
 
 
-def sleep(run: WaitingRun, seconds: float, timer_id: str | None):  # type: ignore[no-untyped-def]
+def sleep(run: WaitingRun, seconds: float, timer_id: str | None) -> Coroutine[Any, Any, Any]:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"ctx.sleep takes a number of seconds, not {type(seconds).__name__}")
     if math.isnan(seconds):
@@ -35,7 +35,7 @@ def sleep(run: WaitingRun, seconds: float, timer_id: str | None):  # type: ignor
     return _sleep(run, step_id, lambda now: now + seconds)
 
 
-def sleep_until(run: WaitingRun, when: datetime, timer_id: str | None):  # type: ignore[no-untyped-def]
+def sleep_until(run: WaitingRun, when: datetime, timer_id: str | None) -> Coroutine[Any, Any, Any]:
     if not isinstance(when, datetime):
         raise TypeError(f"ctx.sleep_until takes a datetime, not {type(when).__name__}")
     if when.tzinfo is None or when.utcoffset() is None:

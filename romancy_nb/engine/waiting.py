@@ -56,9 +56,7 @@ class WaitingRun:
         _ids: StepIds
         _seq: Iterator[int]
 
-        def _recorded(
-            self, step_id: str, kind: str, name: str, input_json: str | None
-        ) -> Any: ...
+        def _recorded(self, step_id: str, kind: str, name: str, input_json: str | None) -> Any: ...
 
         def _record(
             self,

@@ -19,6 +19,7 @@ the processes that define them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime
@@ -144,10 +145,8 @@ class Waker:
     def _from_thread(self, hint: ChangeHint) -> None:
         if self.closed:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
             self.loop.call_soon_threadsafe(self._on_hint, hint)
-        except RuntimeError:  # the loop closed under us
-            pass
 
     def _on_hint(self, hint: ChangeHint) -> None:
         if self.closed:
@@ -173,6 +172,22 @@ class Waker:
                 log.exception("waiting sweep failed; retrying at the next tick")
             await asyncio.sleep(self.app.sweep_interval)
 
+    def _cancel_waiting(self) -> None:
+        """Cancel the waiting instances whose cancellation another process asked for.
+
+        A cancel from a process that does not define the workflow (the CLI without
+        ``--import``) is only recorded; the instance, unloaded while it waits, is claimed
+        here and replayed, and its wait raises the cancellation: compensations run.
+        """
+        app = self.app
+        for instance_id, name in self.store.cancelled_while_waiting(self.names()):
+            wf = app.registry.find_workflow(name)
+            if wf is None or not self.store.claim_instance(instance_id, app.worker_id, None):
+                continue
+            record = self.store.get_instance(instance_id)
+            if record is not None:
+                app._launch(app._resumed_run(wf, record))
+
     async def sweep(self) -> int:
         """Wake whatever can be woken now; apply retention. Returns how many woke."""
         now = time.time()
@@ -180,6 +195,7 @@ class Waker:
         if self.closed:
             return 0
         woken = self._wake_all(found)
+        self._cancel_waiting()
         app = self.app
         if app.message_retention is not None:
             self.store.delete_messages(now - app.message_retention)

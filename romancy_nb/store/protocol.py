@@ -318,6 +318,10 @@ class Store(Protocol):
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         """Safety net: waiting instances that could be woken now. Callable from any thread."""
 
+    def cancelled_while_waiting(self, workflows: Sequence[str]) -> list[tuple[str, str]]:
+        """(instance_id, workflow_name) of waiting instances of ``workflows`` whose
+        cancellation was requested (by a process that could not run it)."""
+
     def last_message_id(self) -> int: ...
 
     def subscribe(

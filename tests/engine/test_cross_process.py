@@ -113,9 +113,7 @@ async def test_competing_consumers_in_two_processes_take_each_message_once(
             workers.append(Worker(plan))
         everyone = [iid for ids in groups for iid in ids]
         for iid in everyone:
-            await eventually(
-                lambda iid=iid: app.get_instance(iid).status == "waiting_for_message"
-            )
+            await eventually(lambda iid=iid: app.get_instance(iid).status == "waiting_for_message")
         for n in range(1000):
             await app.publish(channel, n)
         for _ in everyone:

@@ -235,3 +235,23 @@ async def test_send_event_before_the_app_is_opened(db_path: Path) -> None:
     assert not app.is_open
     assert app.store.last_message_id() == 1
     await app.close()
+
+
+async def test_a_cancel_recorded_by_a_process_without_the_workflow(
+    app: rn.App, db_path: Path
+) -> None:
+    """The CLI (say) records the cancel; a worker with the definitions carries it out."""
+    CALLS.clear()
+    iid = await app.start(ev_cancellable)
+    await eventually(lambda: _status(app, iid) == "waiting_for_event")
+    async with rn.App(db_path, registry=rn.Registry()) as outsider:
+        with pytest.raises(rn.WorkflowNotFound):
+            await outsider.cancel(iid, "from the command line")
+    assert app.get_instance(iid).cancel_reason == "from the command line"
+    await app.send_event("ev.never.again", "late")  # does not wake an instance to cancel
+    assert _status(app, iid) == "waiting_for_event"
+    assert app._waker is not None
+    await app._waker.sweep()
+    with pytest.raises(rn.WorkflowCancelled, match="from the command line"):
+        await app.result(iid, timeout=10)
+    assert CALLS == ["hold table", "unhold table"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import romancy_nb as rn
 from romancy_nb.testing import eventually
 
@@ -47,9 +49,7 @@ async def test_members_join_leave_and_end_with_the_instance(app: rn.App) -> None
 async def test_a_failed_instance_leaves_its_groups(app: rn.App) -> None:
     iid = await app.start(gr_failing)
     await eventually(lambda: app.get_group_members("gr.doomed") == [iid])
-    try:
+    with pytest.raises(rn.TerminalError):
         await app.result(iid, timeout=10)
-    except rn.TerminalError:
-        pass
     assert app.get_instance(iid).status == "failed"
     assert app.get_group_members("gr.doomed") == []

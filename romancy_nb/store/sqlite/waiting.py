@@ -76,8 +76,10 @@ _AVAILABLE = (
     "OR (s.mode = 'direct' AND EXISTS (SELECT 1 FROM channel_messages m WHERE "
     "m.channel = w.channel AND m.target_instance_id = w.instance_id)))"
 )
+# A waiting instance asked to cancel is not woken (a competing message stays for others):
+# the sweep cancels it instead (cancelled_while_waiting).
 _WAKEABLE = (
-    "i.status IN " + _WAITING + " AND i.lock_owner IS NULL "
+    "i.status IN " + _WAITING + " AND i.lock_owner IS NULL AND i.cancel_reason IS NULL "
     "AND i.workflow_name IN (SELECT value FROM json_each(?))"
 )
 
@@ -290,7 +292,7 @@ class WaitingStoreMixin:
                 "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 f"WHERE w.instance_id = ? AND w.step_id = ? AND i.status IN {_WAITING} "
-                "AND i.lock_owner IS NULL",
+                "AND i.lock_owner IS NULL AND i.cancel_reason IS NULL",
                 (instance_id, step_id),
             ).fetchall()
             if not rows:
@@ -317,10 +319,14 @@ class WaitingStoreMixin:
 
     # finding what to wake
 
+    # The finders below write ``CROSS JOIN``, which SQLite never reorders: the waits indexes
+    # (by fire time, by channel) drive them, so their cost follows the due or woken waits,
+    # not the number of waiting instances (which the status index would make them scan).
+
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         rows = self._rows(
             "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
-            "JOIN workflow_instances i ON i.instance_id = w.instance_id "
+            "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
             f"WHERE w.fire_at IS NOT NULL AND w.fire_at <= ? AND {_WAKEABLE} "
             "ORDER BY w.fire_at LIMIT ?",
             (now, _names(workflows), limit),
@@ -330,7 +336,7 @@ class WaitingStoreMixin:
     def next_timer_at(self, workflows: Sequence[str]) -> float | None:
         rows = self._rows(
             "SELECT w.fire_at FROM waits w "
-            "JOIN workflow_instances i ON i.instance_id = w.instance_id "
+            "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
             f"WHERE w.fire_at IS NOT NULL AND {_WAKEABLE} ORDER BY w.fire_at LIMIT 1",
             (_names(workflows),),
         )
@@ -355,8 +361,8 @@ class WaitingStoreMixin:
         for name in channels:
             rows = self._rows(
                 "SELECT w.instance_id, i.workflow_name, w.step_id, s.mode FROM waits w "
-                "JOIN workflow_instances i ON i.instance_id = w.instance_id "
-                "JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
+                "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
+                "CROSS JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
                 "AND s.channel = w.channel "
                 f"WHERE w.channel = ? AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at",
                 (name, names),
@@ -393,6 +399,16 @@ class WaitingStoreMixin:
             _fail(error, self.where)
         return [Wakeup(*row) for row in rows]
 
+    def cancelled_while_waiting(self, workflows: Sequence[str]) -> list[tuple[str, str]]:
+        rows = self._rows(
+            "SELECT instance_id, workflow_name FROM workflow_instances "
+            "INDEXED BY workflow_instances_cancel_requested "  # only instances asked to cancel
+            f"WHERE status IN {_WAITING} AND lock_owner IS NULL AND cancel_reason IS NOT NULL "
+            "AND workflow_name IN (SELECT value FROM json_each(?))",
+            (_names(workflows),),
+        )
+        return [(row[0], row[1]) for row in rows]
+
     def last_message_id(self) -> int:
         rows = self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'channel_messages'")
         return rows[0][0] if rows else 0
@@ -404,10 +420,13 @@ class WaitingStoreMixin:
     ) -> None:
         with self._immediate() as db:
             self._check_lease(db, instance_id, owner)
+            # ``mode IN (the others)``, not ``mode != ?``: seeks in the (channel, mode) index
+            # instead of reading every subscriber of a channel with 100,000 of them
+            others = [m for m in ("broadcast", "competing", "direct") if m != mode]
             other = db.execute(
-                "SELECT mode FROM channel_subscriptions WHERE channel = ? AND mode != ? "
+                "SELECT mode FROM channel_subscriptions WHERE channel = ? AND mode IN (?, ?) "
                 "AND instance_id != ? LIMIT 1",
-                (channel, mode, instance_id),
+                (channel, *others, instance_id),
             ).fetchall()
             if other:
                 raise ChannelModeConflictError(
