@@ -8,10 +8,11 @@ honours cancellations asked for by other processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ from romancy_nb.engine.retry import RetryPolicy
 from romancy_nb.engine.runner import Outcome, WorkflowRun
 from romancy_nb.engine.wakeups import WaitingApp
 from romancy_nb.errors import InvalidWorkflowState, WorkflowCancelled, WorkflowNotFound
-from romancy_nb.store import FINAL_STATUSES, InstanceQuery, InstanceRecord, Store, open_store
+from romancy_nb.store import (
+    FINAL_STATUSES,
+    InstanceQuery,
+    InstanceRecord,
+    StepRecord,
+    Store,
+    open_store,
+)
 
 log = logging.getLogger("romancy_nb")
 
@@ -89,6 +97,7 @@ class App(WaitingApp):
         self._group_commit = full if group_commit is None else group_commit
         self.committer: GroupCommitter | None = None
         self._runs: dict[str, WorkflowRun] = {}
+        self._listeners: list[Callable[[str, StepRecord | None], None]] = []
         self._diverged: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,6 +182,30 @@ class App(WaitingApp):
                 "(or close it first)"
             )
 
+    # listeners
+
+    def add_listener(self, callback: Callable[[str, StepRecord | None], None]) -> None:
+        """Call ``callback(instance_id, step)`` after each step this process records, and
+        ``callback(instance_id, None)`` when a run of an instance starts or ends here (its
+        status may have changed).
+
+        For live views (the notebook's widgets). It is called on the event loop, or on a
+        worker thread for a step recorded by a sync transactional activity: keep it short
+        and thread-safe. An exception in a listener is logged and ignored.
+        """
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[str, StepRecord | None], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def _notify(self, instance_id: str, step: StepRecord | None = None) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(instance_id, step)
+            except Exception:
+                log.exception("listener %r failed; ignored", callback)
+
     # starting and awaiting
 
     def _workflow(self, workflow: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
@@ -234,10 +267,12 @@ class App(WaitingApp):
         run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
         self._runs[run.instance_id] = run
         run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
+        self._notify(run.instance_id)
 
     def _finished(self, run: WorkflowRun, task: asyncio.Task[Outcome]) -> None:
         if self._runs.get(run.instance_id) is run:
             del self._runs[run.instance_id]
+        self._notify(run.instance_id)
         if task.cancelled():
             return
         outcome = task.result()

@@ -190,6 +190,8 @@ class WorkflowRun(WaitingRun):
             raise LeaseLostSignal(self.instance_id)
         if session is not None:
             session.commit()
+        if self.app._listeners:
+            self.app._notify(self.instance_id, step)
 
     async def _execute(
         self,
@@ -250,6 +252,8 @@ class WorkflowRun(WaitingRun):
                                   started, time.time())
                 if not await committer.record(step):
                     raise LeaseLostSignal(self.instance_id)
+                if self.app._listeners:
+                    self.app._notify(self.instance_id, step)
             return result
         self._record(
             step_id,
