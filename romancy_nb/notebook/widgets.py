@@ -10,15 +10,16 @@ step and calls ``handler(view, step_id)``. The timer and event controls appear w
 instance waits on a timer or an event (``app.send_event``); "fire now" is enabled once the
 engine offers ``app.fire_timer(instance_id, step_id)``.
 
-Live updates: in a kernel, one asyncio task on the kernel's loop refreshes the visible views
-that show unfinished work every ``REFRESH_INTERVAL`` seconds (``await asyncio.sleep``: the
-kernel stays free between refreshes), and stops when nothing is left to watch. Actions
-refresh their view as soon as they finish.
+Live updates are pushed by an engine listener (``App.add_listener``) for work done in this
+kernel, with a slow poll on the kernel's loop as the safety net for other processes (see
+``_Live``); the kernel stays free between refreshes. Actions refresh their view as soon as
+they finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import typing
@@ -36,7 +37,10 @@ from romancy_nb.errors import WorkflowNotFound
 from romancy_nb.notebook import aio, state
 from romancy_nb.notebook.magics import start_instance
 
-REFRESH_INTERVAL = 0.25
+REFRESH_INTERVAL = 1.0
+"""Seconds between refreshes for changes made by other processes (the safety net)."""
+PUSH_DELAY = 0.02
+"""Seconds a pushed change waits, so a burst of steps makes one refresh."""
 FINAL = ("completed", "failed", "cancelled")
 _DETAIL_CHARS = 120
 
@@ -90,17 +94,54 @@ class Timeline(anywidget.AnyWidget):
 
 
 class _Live:
-    """The one refresh task per loop, alive while some view shows unfinished work."""
+    """Keeps the visible views current.
+
+    Pushed: an app listener (``App.add_listener``) marks the instances whose steps or runs
+    changed in this process, and the views showing them refresh on the loop (bursts are
+    coalesced). Polled, as the safety net for changes made by other processes (a worker, the
+    CLI): one task on the kernel's loop refreshes the views that show unfinished work every
+    ``REFRESH_INTERVAL`` seconds, and ends when nothing unfinished is shown.
+    """
 
     def __init__(self) -> None:
         self.views: weakref.WeakSet[Any] = weakref.WeakSet()
         self.task: asyncio.Task[None] | None = None
+        self.apps: weakref.WeakSet[App] = weakref.WeakSet()
+        self.dirty: set[str] = set()
+        self.flushing = False
 
     def watch(self, view: Any) -> None:
         self.views.add(view)
+        if view.app not in self.apps:
+            self.apps.add(view.app)
+            loop = aio.shell_loop()
+            view.app.add_listener(lambda iid, _step, loop=loop: self._changed_threadsafe(loop, iid))
         loop = aio.running_loop()
         if loop is not None and (self.task is None or self.task.done()):
             self.task = loop.create_task(self._run(), name="romancy-widgets")
+
+    def _changed_threadsafe(self, loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(self._changed, loop, instance_id)
+
+    def _changed(self, loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
+        self.dirty.add(instance_id)
+        if not self.flushing:
+            self.flushing = True
+            loop.call_later(PUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        dirty, self.dirty, self.flushing = self.dirty, set(), False
+        for view in list(self.views):
+            if view.wants(dirty):
+                self._refresh(view)
+
+    def _refresh(self, view: Any) -> None:
+        try:
+            view.refresh()
+        except Exception as error:  # a closed store, a deleted instance...
+            view.show_message(f"refresh failed: {error}")
+            self.views.discard(view)
 
     async def _run(self) -> None:
         while True:
@@ -109,11 +150,7 @@ class _Live:
             if not live:
                 return
             for view in live:
-                try:
-                    view.refresh()
-                except Exception as error:  # a closed store, a deleted instance...
-                    view.show_message(f"refresh failed: {error}")
-                    self.views.discard(view)
+                self._refresh(view)
 
 
 _live = _Live()
@@ -184,6 +221,9 @@ class InstanceView(w.VBox):
 
     def is_live(self) -> bool:
         return self._status not in FINAL
+
+    def wants(self, changed: set[str]) -> bool:
+        return self.instance_id in changed
 
     def show_message(self, text: str) -> None:
         self.message.value = f"<span style='color:#b71c1c'>{text}</span>" if text else ""
@@ -384,6 +424,9 @@ class WorkflowPanel(w.VBox):
 
     def is_live(self) -> bool:
         return self._active
+
+    def wants(self, changed: set[str]) -> bool:
+        return bool(changed)  # any instance may be one of this workflow's
 
     def show_message(self, text: str) -> None:
         self.message.value = f"<span style='color:#b71c1c'>{text}</span>" if text else ""

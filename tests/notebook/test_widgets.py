@@ -191,3 +191,17 @@ def test_a_pending_view_hides_the_wait_controls(ip: Shell) -> None:
     assert view.status == "starting" and view.is_live()
     assert view.event_box.layout.display == "none"
     assert view.timer_box.layout.display == "none"
+
+
+def test_views_update_from_engine_pushes_without_refresh(ip: Shell) -> None:
+    define(ip)
+    panel = rn.panel("ship")
+    panel.fields["item"].value = "cup"
+    panel.instance_id.value = "push-1"
+    panel.start_button.click()
+    view = panel.view
+    assert view is not None and view.instance_id == "push-1"
+    assert run(rn.current_app().result("push-1")) == "2 x cup"
+    run(until(lambda: view.status == "completed"))  # no refresh() call: pushed
+    assert [step["step_id"] for step in view.timeline.steps] == ["pack:1"]
+    assert panel.instances.options[0] == ("push-1 · completed", "push-1")
