@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pandas as pd
@@ -120,3 +121,32 @@ def test_sql_over_tables_and_dataframes(ip: Shell) -> None:
         "FROM workflow_instances ORDER BY instance_id"
     )
     assert list(by_input["n"]) == [2, 3]
+
+
+@rn.workflow
+async def views_sleeper(ctx: rn.WorkflowContext) -> None:
+    await ctx.sleep(3600)
+
+
+async def test_timers_messages_and_events_views(db_path: Path) -> None:
+    async with rn.App(db_path) as app:
+        await app.start(views_sleeper, instance_id="sleepy")
+        async with asyncio.timeout(10):
+            while app.get_instance("sleepy").status != "waiting_for_timer":
+                await asyncio.sleep(0.01)
+        timers = rn.timers(app=app)
+        assert list(timers["instance_id"]) == ["sleepy"]
+        assert list(timers["step_id"]) == ["sleep:1"]
+        assert str(timers["fire_at"].dtype) == "datetime64[ns, UTC]"
+        assert timers["fire_at"][0] > pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=59)
+        await app.publish("jobs", {"n": 1}, metadata={"by": "test"})
+        await app.send_event("order.paid", {"order": 7}, source="shop")
+        messages = rn.messages(app=app)
+        assert list(messages["channel"]) == ["jobs", "order.paid"]
+        assert messages["data"][0] == {"n": 1}
+        assert messages["metadata"][0] == {"by": "test"}
+        assert list(rn.messages("jobs", app=app)["channel"]) == ["jobs"]
+        events = rn.events(app=app)
+        assert list(events["type"]) == ["order.paid"]
+        assert events["source"][0] == "shop"
+        assert events["data"][0] == {"order": 7}
