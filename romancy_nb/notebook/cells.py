@@ -32,6 +32,14 @@ def _function_name(source: str) -> str:
     return defs[-1]
 
 
+def function_name(cell: str) -> str:
+    """The name of the last function a cell defines ("" if it cannot tell yet)."""
+    try:
+        return _function_name(cell)
+    except UsageError:
+        return ""
+
+
 def run_cell_source(shell: Any, cell: str) -> Any:
     """Execute the cell in the user namespace and return the last function it defines."""
     source = shell.transform_cell(cell)

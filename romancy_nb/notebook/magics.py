@@ -16,7 +16,7 @@ from IPython.core.magic_arguments import (
 )
 from IPython.display import display
 
-from romancy_nb.engine import Workflow
+from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
 from romancy_nb.notebook import aio, cells, state, views
 
@@ -103,6 +103,27 @@ def start_instance(
     return iid
 
 
+def _note_new_version(wf: Workflow[Any, Any], old_version: str) -> None:
+    """Say that the cell registered new code, and how many instances run older code."""
+    app = state.current_app()
+    try:
+        unfinished = [
+            info
+            for info in app.list_instances(workflow=wf.name, limit=1000)
+            if info.status not in ("completed", "failed", "cancelled")
+            and info.code_version != wf.code_version
+        ]
+    except RomancyError:
+        unfinished = []
+    text = f"{wf.name}: new code version {wf.code_version} (was {old_version})"
+    if unfinished:
+        text += (
+            f"; {len(unfinished)} unfinished instance(s) started with older code resume "
+            "with this one, checked step by step against their history"
+        )
+    print(text)
+
+
 def show_instance(iid: str, *, pending: bool = False) -> Any:
     """The panel of one instance when widgets are available, else its summary."""
     try:
@@ -140,9 +161,12 @@ class RomancyMagics(Magics):
         go on from their history (a changed step is reported as a determinism violation).
         """
         options = parse_argstring(self.workflow, line)
+        previous = registry.find_workflow(options.name or cells.function_name(cell))
         wf = cells.define_workflow(
             self.shell, cell, name=options.name, event_handler=options.event_handler
         )
+        if previous is not None and previous.code_version != wf.code_version:
+            _note_new_version(wf, previous.code_version)
         if options.start is None:
             return None
         args, kwargs = call_arguments(_json_arg(options.start, "--start"))

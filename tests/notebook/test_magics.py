@@ -232,7 +232,9 @@ def test_activity_options_reach_the_definition(ip: Shell) -> None:
         assert isinstance(error, UsageError), bad
 
 
-def test_instances_started_with_the_old_code_keep_working(ip: Shell) -> None:
+def test_instances_started_with_the_old_code_keep_working(
+    ip: Shell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip.run(ACTIVITY)
     ip.run(
         "%%workflow\nasync def gated(ctx, x: int) -> int:\n"
@@ -246,11 +248,15 @@ def test_instances_started_with_the_old_code_keep_working(ip: Shell) -> None:
         "    await asyncio.sleep(0.01)"
     )
     # A compatible edit: the recorded step is asked for again; only the tail changes.
+    capsys.readouterr()
     ip.run(
         "%%workflow\nasync def gated(ctx, x: int) -> int:\n"
         "    first = await double(ctx, x)\n"
         "    await ctx.wait_event('open')\n"
         "    return first + 1000"
     )
+    note = capsys.readouterr().out
+    assert "gated: new code version" in note
+    assert "1 unfinished instance(s) started with older code" in note
     ip.run("%romancy event open")
     assert ip.run("await rn.current_app().result('old-1', timeout=10)") == 1010
