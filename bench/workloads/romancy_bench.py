@@ -18,7 +18,6 @@ opening that App to the result is taken. And, once the engine has it, `app.repla
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import subprocess
 import sys
@@ -100,10 +99,11 @@ async def measure_replay(app: rn.App, n: int) -> dict[str, float]:
     """Record an n-step instance, then time the engine's replay of it."""
     iid = await start_and_wait(app, n)
     t0 = now()
-    done = app.replay(iid)  # type: ignore[attr-defined]  # not in every engine build yet
-    if inspect.isawaitable(done):
-        await done
-    return {"replay_api_s": now() - t0}
+    report = await app.replay(iid)
+    elapsed = now() - t0
+    if report.outcome != "completed" or report.replayed != n:
+        raise RuntimeError(f"replay did not answer all {n} steps from history: {report}")
+    return {"replay_api_s": elapsed}
 
 
 async def crash_child(db: str, sync: str, iid: str, n: int) -> None:

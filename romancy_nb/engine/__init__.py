@@ -5,6 +5,7 @@ from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.definitions import Activity, Workflow, activity, workflow
 from romancy_nb.engine.info import InstanceInfo, InstancePage, StepInfo
 from romancy_nb.engine.registry import Registry, registry
+from romancy_nb.engine.replayer import ReplayReport
 from romancy_nb.engine.retry import RetryPolicy
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "InstanceInfo",
     "InstancePage",
     "Registry",
+    "ReplayReport",
     "RetryPolicy",
     "StepInfo",
     "Workflow",

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from romancy_nb.engine import leases
+from romancy_nb.engine import leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
 from romancy_nb.engine.definitions import Workflow
 from romancy_nb.engine.failures import error_from_json
@@ -32,6 +32,7 @@ from romancy_nb.engine.info import (
 )
 from romancy_nb.engine.registry import Registry
 from romancy_nb.engine.registry import registry as default_registry
+from romancy_nb.engine.replayer import ReplayReport
 from romancy_nb.engine.retry import RetryPolicy
 from romancy_nb.engine.runner import Outcome, WorkflowRun
 from romancy_nb.engine.wakeups import WaitingApp
@@ -339,6 +340,17 @@ class App(WaitingApp):
                 return await self.result(await self.start(workflow, *args, **kwargs))
 
         return asyncio.run(main())
+
+    async def replay(self, instance_id: str) -> ReplayReport:
+        """Re-run an instance against its history with the current code; write nothing.
+
+        Every step is answered from history (one bulk read) and checked for determinism.
+        The report says whether the code reached its end, stopped at the first step history
+        does not hold, diverged (with the :class:`DeterminismViolation` and its diff) or
+        raised — the engine side of replay debugging.
+        """
+        self._ensure_schema()
+        return await replayer.replay(self, instance_id)
 
     # cancelling
 

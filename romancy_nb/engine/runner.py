@@ -27,7 +27,13 @@ from romancy_nb.engine.failures import (
     error_from_json,
     error_to_json,
 )
-from romancy_nb.engine.signals import CancelSignal, EngineSignal, LeaseLostSignal, SuspendSignal
+from romancy_nb.engine.signals import (
+    CancelSignal,
+    EngineSignal,
+    LeaseLostSignal,
+    ReplayFrontier,
+    SuspendSignal,
+)
 from romancy_nb.engine.waiting import WaitingRun
 from romancy_nb.errors import (
     ActivityTimeoutError,
@@ -94,6 +100,9 @@ class WorkflowRun(WaitingRun):
         for record in attempts:
             self._attempts.setdefault(record.step_id, []).append(record)
         self._ids = replay.StepIds()
+        self.replay_only = False
+        """Set by the replayer: answer steps from history only, write and execute nothing."""
+        self.replayed_steps: list[str] = []
         self._started = False
 
     def cancel(self, reason: str) -> None:
@@ -120,6 +129,8 @@ class WorkflowRun(WaitingRun):
             self.violation = replay.violation(self.instance_id, recorded, kind, name, input_json)
             raise self.violation
         self._to_replay -= 1
+        if self.replay_only:
+            self.replayed_steps.append(step_id)
         return recorded
 
     def call_activity(
@@ -201,6 +212,8 @@ class WorkflowRun(WaitingRun):
         input_json: str,
         kind: str,
     ) -> Any:
+        if self.replay_only:  # never run an activity body while only replaying
+            raise ReplayFrontier(f"{step_id} is not recorded: it would run {activity.name}")
         past = self._attempts.pop(step_id, [])
         errors = [attempt_from_json(r.attempt, r.error, r.at) for r in past]
         attempt = len(past)

@@ -44,3 +44,11 @@ class RecurSignal(SuspendSignal):
         super().__init__("recurred")
         self.values = values
         self.input_json = input_json
+
+
+class ReplayFrontier(EngineSignal):
+    """A replay-only run reached a step history does not hold: it stops before acting."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what

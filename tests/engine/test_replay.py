@@ -169,3 +169,38 @@ async def test_changed_code_raises_determinism_violation_and_keeps_the_instance(
             assert await app.result(iid, timeout=30) == [10, "opened", 20]
     finally:
         registry.add_workflow(rp_flow)
+
+
+async def test_replay_answers_every_step_from_history_and_writes_nothing(app: rn.App) -> None:
+    executed.clear()
+    iid = await app.start(rp_explicit)
+    await app.result(iid)
+    before = app.store.load_history(iid)
+    report = await app.replay(iid)
+    assert report.outcome == "completed" and report.result == 30
+    assert report.replayed == report.recorded == 1 and report.steps == ["charge-once"]
+    assert executed == ["charge-once"]  # the activity body ran once: in the first run
+    assert app.store.load_history(iid) == before
+
+
+async def test_replay_stops_at_the_frontier_and_reports_divergence(db_path: Path) -> None:
+    executed.clear()
+    iid = await _interrupt_at_block(db_path, rp_flow)  # rp_count:1 recorded, rp_block not
+    async with _app(db_path) as app:
+        await app.cancel(iid)  # stop it resuming; its history stays
+        report = await app.replay(iid)
+    assert report.outcome == "frontier" and "rp_block:1" in (report.stopped_at or "")
+    assert report.steps == ["rp_count:1"]
+
+    @rn.workflow(name="rp_flow")
+    async def rp_flow_changed(ctx: rn.WorkflowContext) -> list[object]:
+        return [await rp_count(ctx, 7)]
+
+    try:
+        async with _app(db_path) as app:
+            report = await app.replay(iid)
+        assert report.outcome == "diverged"
+        assert isinstance(report.error, rn.DeterminismViolation)
+        assert report.error.step_id == "rp_count:1"
+    finally:
+        registry.add_workflow(rp_flow)
