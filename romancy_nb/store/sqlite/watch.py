@@ -25,7 +25,6 @@ https://sqlite.org/pragma.html#pragma_data_version
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import select
@@ -64,7 +63,9 @@ class FolderWrites:
     def __init__(self, folder: str) -> None:
         if not sys.platform.startswith("linux"):
             raise OSError("inotify is Linux only")
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The running interpreter already links libc: CDLL(None) finds its symbols without
+        # find_library, which runs `ldconfig -p` in a subprocess (~5 ms on every App open).
+        libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
