@@ -18,9 +18,9 @@ from IPython.display import display
 
 from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
-from romancy_nb.notebook import aio, cells, state, views
+from romancy_nb.notebook import aio, cells, debug, state, views
 
-COMMANDS = ("list", "show", "panel", "history", "cancel", "event", "config")
+COMMANDS = ("list", "show", "panel", "history", "replay", "cancel", "event", "config")
 
 
 class _Parser(MagicArgumentParser):
@@ -52,6 +52,9 @@ def _romancy_parser() -> _Parser:
         "workflow"
     )
     sub.add_parser("history", help="one instance's steps (a DataFrame)").add_argument("instance_id")
+    sub.add_parser(
+        "replay", help="re-run an instance against its history with the current code"
+    ).add_argument("instance_id")
     cancel = sub.add_parser("cancel", help="cancel an instance (compensations run)")
     cancel.add_argument("instance_id")
     cancel.add_argument("--reason", default="cancelled from the notebook")
@@ -220,7 +223,8 @@ class RomancyMagics(Magics):
 
     @line_magic
     def romancy(self, line: str) -> Any:
-        """``%romancy list|show ID|panel WORKFLOW|history ID|cancel ID|event TYPE JSON|config``"""
+        """``%romancy list|show ID|panel WORKFLOW|history ID|replay ID|cancel ID|event TYPE JSON|
+        config``"""
         options = _romancy_parser().parse_args(_split(line))
         app = state.current_app()
         try:
@@ -237,6 +241,8 @@ class RomancyMagics(Magics):
             if options.command == "history":
                 app.get_instance(options.instance_id)
                 return views.history(options.instance_id, app=app)
+            if options.command == "replay":
+                return self._replay(options.instance_id)
             if options.command == "cancel":
                 return self._cancel(options.instance_id, options.reason)
             if options.command == "event":
@@ -259,6 +265,28 @@ class RomancyMagics(Magics):
         if ran:
             done(status, None)
             return status
+        return None
+
+    def _replay(self, iid: str) -> Any:
+        app = state.current_app()
+        app.get_instance(iid)
+        handle = display(f"{iid}: replaying…", display_id=True)
+
+        def done(report: Any, error: BaseException | None) -> None:
+            if handle is None:
+                return
+            if error is not None:
+                handle.update(f"{iid}: replay failed: {error}")
+            else:
+                print(debug.summary(report))
+                handle.update(debug.replay_frame(report))
+
+        ran, report = aio.run_or_schedule(app.replay(iid), done)
+        if ran:
+            print(debug.summary(report))
+            if handle is not None:
+                handle.update(debug.replay_frame(report))
+            return report
         return None
 
     def _event(self, event_type: str, data_text: str, source: str) -> Any:

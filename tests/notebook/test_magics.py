@@ -120,6 +120,29 @@ def test_romancy_list_show_history(ip: Shell) -> None:
     assert "nope" in str(error)
 
 
+def test_romancy_replay_shows_cached_steps_and_divergence(ip: Shell) -> None:
+    ip.run(ACTIVITY)
+    ip.run(WORKFLOW.format(extra=0))
+    ip.run(
+        "iid = await rn.current_app().start(doubler, 3, instance_id='r-1')\n"
+        "await rn.current_app().result(iid)"
+    )
+    report = ip.run("%romancy replay r-1")
+    assert report.outcome == "completed" and report.steps == ["double:1"]
+    # Edit the workflow so it asks for another input: the replay names the divergence.
+    ip.run(
+        "%%workflow\nasync def doubler(ctx, x: int) -> int:\n    return await double(ctx, x + 1)"
+    )
+    report = ip.run("%romancy replay r-1")
+    assert report.outcome == "diverged"
+    assert report.error.step_id == "double:1" and "+    4" in report.error.diff
+    from romancy_nb.notebook.debug import replay_frame
+
+    frame = replay_frame(report)
+    assert list(frame["outcome"]) == ["diverged"]
+    assert rn.current_app().get_instance("r-1").status == "completed"  # nothing written
+
+
 def test_romancy_cancel_runs_to_cancelled(ip: Shell) -> None:
     ip.run(
         "%%activity\nasync def wait_long(ctx) -> None:\n"
