@@ -9,11 +9,13 @@ wake-up — percents of a core for an app that is idle. So on Linux the watcher 
 ``select`` on an inotify descriptor watching the database's folder: a WAL commit is a
 ``write()`` to the ``-wal`` file, which wakes the watcher at once, in whichever process it
 was written. It then reads ``data_version`` to tell a real commit from other writes, and
-waits ``interval`` (2 ms) before looking again, so a busy file costs at most one check per
-interval and an idle one costs nothing. Without inotify (another OS, a network file system
-that does not report remote writes, an in-memory database) it polls: every ``interval``
-while the file is busy, every ``idle_interval`` (20 ms) after ``idle_after`` seconds of
-quiet. Either way a safety check runs every ``idle_interval`` × 25 (0.5 s).
+waits ``interval`` (2 ms) before looking again; while the commits it sees change nothing
+it watches (a busy process's own steps), the wait doubles up to ``idle_interval`` (20 ms).
+So a busy file costs at most ~50 checks a second and an idle one costs nothing. Without
+inotify (another OS, a network file system that does not report remote writes, an in-
+memory database) it polls: every ``interval`` while the file is busy, every
+``idle_interval`` (20 ms) after ``idle_after`` seconds of quiet. Either way a safety check
+runs every ``idle_interval`` × 25 (0.5 s).
 
 When the value moves, the watcher runs one small probe — the newest message id and the
 earliest timer, both index lookups — and calls back only if one of them changed, so the
@@ -77,15 +79,17 @@ class FolderWrites:
         self._fd = fd
         self._wake_r, self._wake_w = os.pipe()
 
-    def wait(self, timeout: float) -> None:
-        """Return when something was written (events drained), woken, or ``timeout``."""
+    def wait(self, timeout: float) -> bool:
+        """Return when something was written (events drained: True), woken, or ``timeout``."""
         ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
-        if self._fd in ready:
-            try:
-                while os.read(self._fd, 65536):
-                    pass
-            except BlockingIOError:
+        if self._fd not in ready:
+            return False
+        try:
+            while os.read(self._fd, 65536):
                 pass
+        except BlockingIOError:
+            pass
+        return True
 
     def wake(self) -> None:
         os.write(self._wake_w, b"x")
@@ -152,6 +156,7 @@ class ChangeWatcher:
         last_version: int | None = None
         last_hint: ChangeHint | None = None
         quiet_since = time.monotonic()
+        pause = self._interval
         while not self._stopping.is_set():
             version = data_version(connection)
             if version != last_version:
@@ -160,17 +165,22 @@ class ChangeWatcher:
                 hint = probe(connection)
                 if hint != last_hint:
                     last_hint = hint
+                    pause = self._interval
                     try:
                         self._on_change(hint)
                     except Exception:
                         log.exception("change watcher callback failed")
+                else:  # commits that add no message nor timer (steps...): look less often
+                    pause = min(pause * 2, self._idle_interval)
             if self._writes is not None:
-                # coalesce a burst of commits into one check per interval, then block
-                time.sleep(self._interval)
-                self._writes.wait(self._idle_interval * 25)
+                # coalesce a burst of commits into one check per pause, then block until
+                # the next write; a busy process's own steps so cost ~50 checks a second
+                time.sleep(pause)
+                if not self._writes.wait(self._idle_interval * 25):
+                    pause = self._interval  # quiet: the next change is answered at once
             else:
                 quiet = time.monotonic() - quiet_since > self._idle_after
-                time.sleep(self._idle_interval if quiet else self._interval)
+                time.sleep(self._idle_interval if quiet else pause)
 
     def stop(self) -> None:
         """Stop watching and wait (briefly) for the thread to close its connection."""
