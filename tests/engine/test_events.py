@@ -255,3 +255,9 @@ async def test_a_cancel_recorded_by_a_process_without_the_workflow(
     with pytest.raises(rn.WorkflowCancelled, match="from the command line"):
         await app.result(iid, timeout=10)
     assert CALLS == ["hold table", "unhold table"]
+
+
+def test_waiting_names_are_exported() -> None:
+    for name in ("ReceivedEvent", "ChannelMessage", "ChannelNotSubscribedError"):
+        assert name in rn.__all__ and hasattr(rn, name)
+    assert issubclass(rn.ChannelNotSubscribedError, rn.RomancyError)
