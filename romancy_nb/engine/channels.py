@@ -143,13 +143,13 @@ def take_or_suspend(
 
     Returns the recorded step; a timeout of 0 with nothing there records ``timed_out``.
     """
-    run._check_cancel()
+    run._live_wait(status)
     store = run.app.store
     now = time.time()
     fire_at = None if timeout is None else now + timeout
     wait = WaitSpec(step_id, kind, kind, input_json, channel, fire_at)
     try:
-        if auto_subscribe and store.subscription_mode(run.instance_id, channel) is None:
+        if auto_subscribe and store.get_subscription_mode(run.instance_id, channel) is None:
             run._store(store.subscribe, run.instance_id, run.owner, channel, "broadcast", None)
         step = run._store(store.take_message, run.instance_id, run.owner, wait, next(run._seq), now)
     except (ChannelNotSubscribedError, ChannelModeConflictError) as error:

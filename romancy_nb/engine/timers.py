@@ -52,6 +52,7 @@ def sleep_until(run: WaitingRun, when: datetime, timer_id: str | None) -> Corout
 async def _sleep(run: WaitingRun, step_id: str, deadline: Callable[[float], float]) -> None:
     if run._recorded(step_id, _KIND, _KIND, None) is not None:
         return
+    run._live_wait("waiting_for_timer")
     now = time.time()
     fire_at = deadline(now)
     if fire_at <= now:  # nothing to wait for; recorded so replay agrees

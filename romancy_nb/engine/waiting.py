@@ -113,6 +113,12 @@ class WaitingRun:
         )
         raise error
 
+    def _live_wait(self, status: str) -> None:
+        """At the live frontier of a wait: a replay-only run (``app.replay``) stops here."""
+        if getattr(self, "replay_only", False):
+            raise SuspendSignal(status)  # reported as "the workflow would wait (status)"
+        self._check_cancel()
+
     def _check_cancel(self) -> None:
         """A cancelled instance stops at its next live wait (and takes no message)."""
         if self.cancel_reason is not None:

@@ -261,3 +261,25 @@ def test_waiting_names_are_exported() -> None:
     for name in ("ReceivedEvent", "ChannelMessage", "ChannelNotSubscribedError"):
         assert name in rn.__all__ and hasattr(rn, name)
     assert issubclass(rn.ChannelNotSubscribedError, rn.RomancyError)
+
+
+@rn.workflow
+async def ev_every_wait(ctx: rn.WorkflowContext) -> list:
+    await ctx.subscribe("ch.replayed")
+    await ctx.sleep(0.01)
+    ev = await ctx.wait_event("ev.replayed")
+    msg = await ctx.receive("ch.replayed", timeout=5)
+    return [ev.data, msg.data]
+
+
+async def test_every_wait_replays_its_recorded_outcome_at_once(app: rn.App) -> None:
+    iid = await app.start(ev_every_wait)
+    await eventually(lambda: _status(app, iid) == "waiting_for_event")
+    report = await app.replay(iid)  # a waiting instance: replay stops at its wait
+    assert report.outcome == "frontier" and "waiting_for_event" in (report.stopped_at or "")
+    await app.publish("ch.replayed", "m")  # kept for the subscriber
+    await app.send_event("ev.replayed", "e")
+    assert await app.result(iid, timeout=10) == ["e", "m"]
+    report = await app.replay(iid)  # every wait answered from history, nothing waits
+    assert report.outcome == "completed" and report.result == ["e", "m"]
+    assert report.replayed == report.recorded == 4

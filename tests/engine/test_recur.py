@@ -76,7 +76,7 @@ async def test_ten_thousand_recurs_in_bounded_memory_and_history(app: rn.App) ->
 async def test_recur_drops_subscriptions_and_groups(app: rn.App) -> None:
     iid = await app.start(rc_subscriber, 0)
     await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
-    mode = app.store.subscription_mode
+    mode = app.store.get_subscription_mode
     assert mode(iid, "rc.news") is None  # dropped by recur
     assert mode(iid, "rc.go") == "broadcast"  # the new run's own
     assert app.get_group_members("rc.team") == []

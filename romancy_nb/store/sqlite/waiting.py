@@ -463,7 +463,7 @@ class WaitingStoreMixin:
             )
             self._insert_step(db, step)
 
-    def subscription_mode(self, instance_id: str, channel: str) -> str | None:
+    def get_subscription_mode(self, instance_id: str, channel: str) -> str | None:
         rows = self._rows(
             "SELECT mode FROM channel_subscriptions WHERE instance_id = ? AND channel = ?",
             (instance_id, channel),
