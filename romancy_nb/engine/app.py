@@ -98,6 +98,7 @@ class App(WaitingApp):
         self._group_commit = full if group_commit is None else group_commit
         self.committer: GroupCommitter | None = None
         self._runs: dict[str, WorkflowRun] = {}
+        self._launch_waiters: dict[str, asyncio.Event] = {}
         self._listeners: list[Callable[[str, StepRecord | None], None]] = []
         self._diverged: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -268,6 +269,9 @@ class App(WaitingApp):
         run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
         self._runs[run.instance_id] = run
         run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
+        waiter = self._launch_waiters.pop(run.instance_id, None)
+        if waiter is not None:
+            waiter.set()
         self._notify(run.instance_id)
 
     def _finished(self, run: WorkflowRun, task: asyncio.Task[Outcome]) -> None:
@@ -287,6 +291,12 @@ class App(WaitingApp):
         ran elsewhere); a cancelled one raises :class:`WorkflowCancelled`.
         """
         await self._ensure_open()
+        try:
+            return await self._await_result(instance_id, timeout)
+        finally:
+            self._launch_waiters.pop(instance_id, None)
+
+    async def _await_result(self, instance_id: str, timeout: float | None) -> Any:
         async with asyncio.timeout(timeout):
             delay = 0.005
             while True:
@@ -306,7 +316,11 @@ class App(WaitingApp):
                     raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
                 if record.status in FINAL_STATUSES:
                     return self._final_result(record)
-                await asyncio.sleep(delay)
+                # Woken at once when the instance is launched here (resumed after a wait);
+                # the growing delay is for instances that run in another process.
+                waiter = self._launch_waiters.setdefault(instance_id, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), delay)
                 delay = min(delay * 2, 0.25)
 
     def _final_result(self, record: InstanceRecord) -> Any:
