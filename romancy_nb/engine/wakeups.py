@@ -241,6 +241,24 @@ class WaitingApp:
             self._waker.deliver_channel(message.channel)
         return message.message_id
 
+    async def fire_timer(self, instance_id: str, step_id: str | None = None) -> bool:
+        """Fire the instance's pending timer now, as if it were due ("fire now" in a panel).
+
+        A sleep returns at once (its step records the deadline as the firing time); a wait
+        with a timeout times out. ``step_id`` picks one timer, else the earliest. False if
+        the instance has no pending timer here (it woke already, or waits without one).
+        """
+        await self._ensure_open()  # type: ignore[attr-defined]
+        timers = self.store.pending_timers(instance_id)
+        if step_id is not None:
+            timers = [timer for timer in timers if timer[0] == step_id]
+        record = self.store.get_instance(instance_id)
+        if not timers or record is None or self._waker is None:
+            return False
+        chosen, fire_at = timers[0]
+        wakeup = Wakeup(instance_id, record.workflow_name, chosen)
+        return self._waker._wake(wakeup, max(time.time(), fire_at))
+
     async def send_event(
         self,
         event_type: str,

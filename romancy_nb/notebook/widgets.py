@@ -7,8 +7,8 @@ the same objects are driven from Python in tests (``panel.start_button.click()``
 Per-step actions (rewind / roll back to a step) plug in with
 ``InstanceView.add_step_action(name, label, handler)``: the timeline shows a button on every
 step and calls ``handler(view, step_id)``. The timer and event controls appear while the
-instance waits on a timer or an event (``app.send_event``); "fire now" is enabled once the
-engine offers ``app.fire_timer(instance_id, step_id)``.
+instance waits on a timer or an event: Send / Approve / Reject call ``app.send_event``,
+"fire now" calls ``app.fire_timer(instance_id, step_id)``.
 
 Live updates are pushed by an engine listener (``App.add_listener``) for work done in this
 kernel, with a slow poll on the kernel's loop as the safety net for other processes (see

@@ -306,6 +306,9 @@ class Store(Protocol):
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         """Waiting instances of ``workflows`` whose timer (sleep or timeout) is due."""
 
+    def pending_timers(self, instance_id: str) -> list[tuple[str, float]]:
+        """(step id, deadline) of the instance's waits that have one, earliest first."""
+
     def next_timer_at(self, workflows: Sequence[str]) -> float | None:
         """The earliest timer of a waiting instance of ``workflows``."""
 

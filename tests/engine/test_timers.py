@@ -172,3 +172,14 @@ async def test_bad_sleep_arguments_fail_the_call(app: rn.App) -> None:
         return errors
 
     assert await app.result(await app.start(bad), timeout=10) == ["TypeError", "ValueError"]
+
+
+async def test_fire_timer_ends_a_sleep_now(app: rn.App) -> None:
+    CALLS.clear()
+    iid = await app.start(tm_sleeper, 3600)
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_timer")
+    assert await app.fire_timer(iid, "not-a-timer") is False
+    assert await app.fire_timer(iid) is True
+    await app.result(iid, timeout=30)
+    assert CALLS == ["before", "after"]
+    assert await app.fire_timer(iid) is False  # nothing pending any more

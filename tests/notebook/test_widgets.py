@@ -154,7 +154,7 @@ def test_send_with_json_editor_and_reject(ip: Shell) -> None:
     assert run(app.result("j-2", timeout=10)) == {"approved": False}
 
 
-def test_timer_shows_a_countdown_and_fire_now_waits_for_the_engine(ip: Shell) -> None:
+def test_timer_shows_a_countdown_and_fire_now_ends_the_sleep(ip: Shell) -> None:
     ip.run("%%workflow\nasync def nap(ctx) -> str:\n    await ctx.sleep(3600)\n    return 'up'")
     app = rn.current_app()
     ip.run("await rn.current_app().start(nap, instance_id='t-1')")
@@ -163,7 +163,11 @@ def test_timer_shows_a_countdown_and_fire_now_waits_for_the_engine(ip: Shell) ->
     timer = view.timeline.waiting["timer"]
     assert timer["step_id"] == "sleep:1" and timer["fire_at"] > 0
     assert view.timer_box.layout.display == "flex"
-    assert view.fire_button.disabled == (not hasattr(app, "fire_timer"))
+    assert not view.fire_button.disabled
+    view.fire_button.click()  # an hour early
+    assert run(app.result("t-1", timeout=10)) == "up"
+    fired = app.get_history("t-1")[0]
+    assert fired.step_id == "sleep:1" and fired.status == "completed"
 
 
 def test_step_actions_plug_into_the_timeline(ip: Shell) -> None:

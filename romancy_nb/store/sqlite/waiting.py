@@ -323,6 +323,16 @@ class WaitingStoreMixin:
     # (by fire time, by channel) drive them, so their cost follows the due or woken waits,
     # not the number of waiting instances (which the status index would make them scan).
 
+    def pending_timers(self, instance_id: str) -> list[tuple[str, float]]:
+        return [
+            (row[0], row[1])
+            for row in self._rows(
+                "SELECT step_id, fire_at FROM waits WHERE instance_id = ? "
+                "AND fire_at IS NOT NULL ORDER BY fire_at",
+                (instance_id,),
+            )
+        ]
+
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         rows = self._rows(
             "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
