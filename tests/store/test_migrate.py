@@ -56,33 +56,3 @@ def test_down_migrations_undo_the_schema(tmp_path: Path) -> None:
     }
     assert left == {"schema_migrations"}
 
-
-async def test_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
-    """The commit path never checkpoints; a background thread does."""
-    import romancy_nb as rn
-    from romancy_nb.testing import eventually
-
-    store = open_store(tmp_path / "w.db")
-    store.migrate()
-    from romancy_nb.store import StepRecord
-
-    worker = "w"
-    store.create_instance(
-        rn.engine.app.InstanceRecord("i", "wf", "running", "{}", None, None, worker, None,
-                                     None, 0.0, 0.0)
-    )
-    for n in range(3000):
-        row = StepRecord("i", n, f"s:{n}", "activity", "s", "completed", "[]", "1" * 400, None,
-                         1, 0.0, 0.0)
-        assert store.record_step(row, worker)
-    await eventually(lambda: store._checkpointer.checkpoints >= 1)
-
-    def drained() -> bool:  # everything committed can be checkpointed: nothing left behind
-        try:
-            log_frames, done = store.connection.wal_checkpoint()
-        except apsw.BusyError:  # the background checkpoint is running right now
-            return False
-        return log_frames == done
-
-    await eventually(drained)
-    store.close()

@@ -31,7 +31,6 @@ from romancy_nb.store.protocol import (
     WorkerRecord,
 )
 from romancy_nb.store.sqlite import pragmas
-from romancy_nb.store.sqlite.checkpoint import Checkpointer
 from romancy_nb.store.sqlite.waiting import WaitingStoreMixin
 
 _INSTANCE_COLUMNS = (
@@ -197,12 +196,11 @@ class SqliteStore(WaitingStoreMixin):
         self._pool: list[apsw.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._checkpointer = Checkpointer(lambda: self._connect(hooked=False))
         self._db = self._connect()
 
     # connections
 
-    def _connect(self, hooked: bool = True) -> apsw.Connection:
+    def _connect(self) -> apsw.Connection:
         try:
             connection = apsw.Connection(self._filename, flags=_OPEN_FLAGS)
             pragmas.recommended(connection, self._synchronous, self._busy_ms)
@@ -210,8 +208,6 @@ class SqliteStore(WaitingStoreMixin):
             connection.execute("SELECT count(*) FROM sqlite_schema").fetchall()
         except apsw.Error as error:
             _translate(error, self.where)
-        if hooked:  # replaces the automatic checkpoint inside commits (see checkpoint.py)
-            connection.set_wal_hook(self._checkpointer.hook)
         return connection
 
     @property
@@ -245,7 +241,6 @@ class SqliteStore(WaitingStoreMixin):
             pool, self._pool = self._pool, []
         for connection in pool:
             connection.close()
-        self._checkpointer.close()
         self._db.close()
 
     def _run(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
