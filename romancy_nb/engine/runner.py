@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("romancy_nb")
 
 _DETERMINISTIC_TYPES: dict[str, Any] = {"now": datetime, "uuid": uuid.UUID, "random": float}
+_DETERMINISTIC_MAKERS: dict[str, Any] = {
+    "now": lambda: datetime.now(UTC),
+    "uuid": uuid.uuid4,
+    "random": random.random,
+}
 
 
 @dataclass
@@ -155,9 +160,7 @@ class WorkflowRun(WaitingRun):
         recorded = self._recorded(step_id, kind, kind, None)
         if recorded is not None:
             return codec.decode(recorded.output, tp)
-        value = {"now": lambda: datetime.now(UTC), "uuid": uuid.uuid4, "random": random.random}[
-            kind
-        ]()
+        value = _DETERMINISTIC_MAKERS[kind]()
         at = time.time()
         self._record(
             step_id, kind, kind, "completed", None, codec.encode(value, tp, kind), None, 1, at, at
@@ -257,12 +260,33 @@ class WorkflowRun(WaitingRun):
                 return result
             committer = self.app.committer
             if committer is None:
-                self._record(step_id, kind, activity.name, "completed", input_json, output,
-                             None, attempt, started, time.time())
+                self._record(
+                    step_id,
+                    kind,
+                    activity.name,
+                    "completed",
+                    input_json,
+                    output,
+                    None,
+                    attempt,
+                    started,
+                    time.time(),
+                )
             else:
-                step = StepRecord(self.instance_id, next(self._seq), step_id, kind,
-                                  activity.name, "completed", input_json, output, None, attempt,
-                                  started, time.time())
+                step = StepRecord(
+                    self.instance_id,
+                    next(self._seq),
+                    step_id,
+                    kind,
+                    activity.name,
+                    "completed",
+                    input_json,
+                    output,
+                    None,
+                    attempt,
+                    started,
+                    time.time(),
+                )
                 if not await committer.record(step):
                     raise LeaseLostSignal(self.instance_id)
                 if self.app._listeners:
