@@ -182,11 +182,28 @@ class SerializationError(RomancyError, TypeError):
 
 
 class StoreError(RomancyError):
-    """The store cannot be opened or used (missing folder, not a database, ...)."""
+    """The store cannot be opened or used (missing folder, not a database, ...).
+
+    Inside the engine's own bookkeeping a store error is an infrastructure fault, never a
+    workflow failure: the run pauses and is resumed (see ``transient``).
+    """
+
+    transient = False
+    """True when retrying the same call later may succeed (a lock, a full disk, an I/O
+    error, a lost connection); the engine retries those in place, with backoff."""
 
 
 class DatabaseLockedError(StoreError):
     """Another writer held the database for longer than the busy timeout."""
+
+    transient = True
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be written or read right now (disk full, I/O error, connection
+    lost); the same call may succeed once the fault is gone."""
+
+    transient = True
 
 
 class LockLostError(RomancyError):
@@ -208,6 +225,7 @@ __all__ = [
     "RomancyError",
     "SerializationError",
     "StoreError",
+    "StoreUnavailableError",
     "TerminalError",
     "WorkflowCancelled",
     "WorkflowFailed",
