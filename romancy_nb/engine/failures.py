@@ -1,23 +1,32 @@
 """Errors as stored JSON, and back.
 
 A failed step or workflow is stored with its class path, message, traceback and, for
-romancy_nb's own errors, their fields. Rebuilding gives the same class again where it can be
-imported (so ``except TerminalError`` works the same in replay as in the first run), and
-:class:`~romancy_nb.errors.WorkflowFailed` naming the original class where it cannot.
+romancy_nb's own errors, their fields. Rebuilding gives the same class again where it is
+known (so ``except TerminalError`` works the same in replay as in the first run), and
+:class:`~romancy_nb.errors.WorkflowFailed` naming the original class where it is not.
+
+A class is known when it is registered (:func:`register_error`) or defined in a module this
+process has already loaded (builtins, romancy_nb's own errors, the user's modules and
+notebook). The database file never decides what gets imported: a stored ``type`` naming an
+unloaded module would otherwise run that module's code in whoever reads the row.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import sys
 import traceback
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 from romancy_nb.errors import AttemptError, RetryExhaustedError, RomancyError, WorkflowFailed
 
 
 def class_path(error: BaseException) -> str:
-    cls = type(error)
+    return _path_of(type(error))
+
+
+def _path_of(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -48,15 +57,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _find_class(path: str) -> type[BaseException] | None:
-    module_name, _, qualname = path.rpartition(".")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
-        return None
-    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
+E = TypeVar("E", bound=type[Exception])
+
+_registered: dict[str, type[Exception]] = {}
+
+
+def register_error(cls: E) -> E:
+    """Let stored errors of ``cls`` be rebuilt as ``cls`` even before its module is loaded.
+
+    Only needed for a class whose module the reading process may not have imported when it
+    asks for a result (a class in a loaded module is found without this). Usable as a
+    class decorator.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError(f"register_error takes an Exception subclass, not {cls!r}")
+    _registered[_path_of(cls)] = cls
+    return cls
+
+
+def _find_class(path: str) -> type[Exception] | None:
+    """The class ``path`` names, if registered or defined in an already loaded module.
+
+    Looked up in ``__dict__``s, never with ``getattr``: a module-level ``__getattr__``
+    (PEP 562) could import or run code on the database's say-so. ``BaseException``s that are
+    not ``Exception``s (``SystemExit``, the engine's own signals) are never rebuilt: the
+    engine records only ``Exception``s, so such a ``type`` can only come from a crafted row.
+    """
+    if path in _registered:
+        return _registered[path]
+    parts = path.split(".")
+    # The module is the longest loaded prefix: "pkg.mod.Outer.Inner" may be a nested class.
+    for split in range(len(parts) - 1, 0, -1):
+        obj: Any = sys.modules.get(".".join(parts[:split]))
+        if obj is None:
+            continue
+        for part in parts[split:]:
+            obj = vars(obj).get(part) if isinstance(obj, (ModuleType, type)) else None
+        return obj if isinstance(obj, type) and issubclass(obj, Exception) else None
+    return None
 
 
 def error_from_json(text: str) -> BaseException:
