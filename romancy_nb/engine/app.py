@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from romancy_nb.engine import leases, replayer
+from romancy_nb.engine import ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
 from romancy_nb.engine.definitions import Workflow
 from romancy_nb.engine.failures import error_from_json
@@ -237,7 +237,7 @@ class App(WaitingApp):
         shape = wf.shape
         values = shape.validate_input(shape.bind(args, kwargs))
         input_json = shape.encode_input(values)
-        iid = instance_id or str(uuid.uuid4())
+        iid = str(uuid.uuid4()) if instance_id is None else ids.validate_instance_id(instance_id)
         now = time.time()
         record = InstanceRecord(
             iid,
@@ -474,7 +474,7 @@ class App(WaitingApp):
 
     def _record(self, instance_id: str) -> InstanceRecord:
         self._ensure_schema()
-        record = self.store.get_instance(instance_id)
+        record = self.store.get_instance(ids.validate_instance_id(instance_id))
         if record is None:
             raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
         return record
