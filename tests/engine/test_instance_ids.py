@@ -50,4 +50,5 @@ def test_the_error_is_a_romancy_error_naming_the_problem() -> None:
     with pytest.raises(rn.RomancyError) as caught:
         validate_instance_id("")
     assert "pass None to get a generated UUID" in str(caught.value)
+    assert caught.value.problem == "must not be empty"  # for callers that phrase their own
     assert validate_instance_id("x") == "x"
