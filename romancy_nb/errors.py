@@ -206,6 +206,13 @@ class StoreUnavailableError(StoreError):
     transient = True
 
 
+class SharedFileError(RomancyError):
+    """Python's ``sqlite3`` module was asked to open a file an open store of this process
+    holds: refused, because closing that connection would drop the store's file locks
+    (two SQLite libraries in one process). Use ``rn.connect(path)``, ``ctx.session``, the
+    views or ``%%sql`` instead."""
+
+
 class LockLostError(RomancyError):
     """This worker no longer holds the instance's lease; another worker took it over."""
 
@@ -224,6 +231,7 @@ __all__ = [
     "RetryExhaustedError",
     "RomancyError",
     "SerializationError",
+    "SharedFileError",
     "StoreError",
     "StoreUnavailableError",
     "TerminalError",

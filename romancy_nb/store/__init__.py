@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from romancy_nb.store.protocol import (
     ACTIVE_STATUSES,
@@ -14,14 +14,23 @@ from romancy_nb.store.protocol import (
     Session,
     StepRecord,
     Store,
+    TableRows,
     WorkerRecord,
 )
 
+if TYPE_CHECKING:
+    import apsw
+
 
 def open_store(url: str | Path, **options: Any) -> Store:
-    """Open the store a URL names: a file path or ``:memory:`` → SQLite (APSW).
+    """Open the store a URL names: a file path, a ``file:`` URI or ``:memory:`` → SQLite.
 
-    ``postgresql://`` URLs are reserved for the PostgreSQL backend, which is not built yet.
+    SQLite options: ``synchronous`` ("NORMAL"), ``busy_timeout`` (seconds, 5.0),
+    ``wait_for_locks`` (True; False gives the engine's own connection a zero busy timeout,
+    so a write meeting another writer raises ``DatabaseLockedError`` at once instead of
+    waiting on the caller's thread) and ``readonly`` (False; also ``?mode=ro`` in a URI,
+    and automatic for a file this user may not write). ``postgresql://`` URLs are reserved
+    for the PostgreSQL backend, which is not built yet.
     """
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
@@ -35,6 +44,20 @@ def open_store(url: str | Path, **options: Any) -> Store:
     return SqliteStore(text, **options)
 
 
+def connect(
+    path: str | Path, *, readonly: bool = False, busy_timeout: float = 5.0
+) -> apsw.Connection:
+    """An APSW connection to the SQLite database at ``path``, set up like the store's.
+
+    ``rn.connect``: for your own queries in a process where an App holds the file, instead
+    of Python's ``sqlite3`` module (refused there: two SQLite libraries in one process can
+    corrupt the file). See ``romancy_nb.store.sqlite.sharing.connect``.
+    """
+    from romancy_nb.store.sqlite.sharing import connect as connect_sqlite
+
+    return connect_sqlite(path, readonly=readonly, busy_timeout=busy_timeout)
+
+
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
@@ -44,6 +67,8 @@ __all__ = [
     "Session",
     "StepRecord",
     "Store",
+    "TableRows",
     "WorkerRecord",
+    "connect",
     "open_store",
 ]

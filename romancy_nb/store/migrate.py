@@ -55,11 +55,11 @@ def pending(migrations: list[Migration], applied: set[str]) -> list[Migration]:
 def apply_all(
     migrations: list[Migration],
     applied: set[str],
-    apply_one: Callable[[Migration], None],
+    apply_one: Callable[[Migration], bool],
 ) -> list[str]:
-    """Apply what is pending through the backend's ``apply_one`` (one transaction each)."""
-    done = []
-    for migration in pending(migrations, applied):
-        apply_one(migration)
-        done.append(migration.version)
-    return done
+    """Apply what is pending through the backend's ``apply_one`` (one transaction each).
+
+    ``apply_one`` returns False when it found the migration applied already (by another
+    process, while it waited for the lock): only the versions this call applied are listed.
+    """
+    return [m.version for m in pending(migrations, applied) if apply_one(m)]

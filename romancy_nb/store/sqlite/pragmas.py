@@ -55,10 +55,15 @@ def foreign_keys(connection: Any) -> None:
     _pragma(connection, "PRAGMA foreign_keys=ON")
 
 
-def recommended(connection: Any, level: Synchronous, busy_ms: int) -> None:
-    """Apply every setting above to a fresh connection."""
+def recommended(connection: Any, level: Synchronous, busy_ms: int, *, wal: bool = True) -> None:
+    """Apply every setting above to a fresh connection.
+
+    ``wal=False`` for a read-only connection: it cannot switch the journal mode, and a
+    romancy_nb database is in WAL mode already (the mode is stored in the file).
+    """
     busy_timeout(connection, busy_ms)
-    journal_wal(connection)
+    if wal:
+        journal_wal(connection)
     synchronous(connection, level)
     temp_store_memory(connection)
     foreign_keys(connection)

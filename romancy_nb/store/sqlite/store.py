@@ -4,34 +4,32 @@ Why APSW: it exposes SQLite as it is (no implicit transactions, a statement cach
 released during I/O), so a durable step is one ``INSERT`` in one implicit transaction —
 tens of microseconds in WAL mode.
 
-Connections: one for the engine's own writes (used from the event loop), one for the lease
-heartbeat thread, and a small pool for transactional activities, whose ``ctx.session``
-needs its own transaction. ``:memory:`` becomes a named ``memdb`` database so that all these
-connections see the same data.
+Where to find the rest: ``connections.py`` (opening, read-only files, the engine connection
+and the session pool, reopening after an I/O error), ``translate.py`` (which errors are
+transient), ``schema.py`` (recognising our database, migrations), ``waiting.py`` (timers,
+channels, events, groups, recur) and ``sharing.py`` (the file and Python's ``sqlite3``).
 """
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import apsw
 
-from romancy_nb.errors import DatabaseLockedError, StoreError
-from romancy_nb.store import migrate
 from romancy_nb.store.protocol import (
     ACTIVE_STATUSES,
     AttemptRecord,
     InstanceQuery,
     InstanceRecord,
     StepRecord,
+    TableRows,
     WorkerRecord,
 )
-from romancy_nb.store.sqlite import pragmas
-from romancy_nb.store.sqlite.waiting import WaitingStoreMixin
+from romancy_nb.store.sqlite import pragmas, schema, sharing
+from romancy_nb.store.sqlite.connections import Connections, resolve, rollback_quietly
+from romancy_nb.store.sqlite.waiting import WaitingQueries
 
 _INSTANCE_COLUMNS = (
     "instance_id, workflow_name, status, input, output, error, lock_owner, cancel_reason, "
@@ -48,64 +46,15 @@ _RECORD_STEP = (
     "SELECT ?,?,?,?,?,?,?,?,?,?,?,? WHERE EXISTS "
     "(SELECT 1 FROM workflow_instances WHERE instance_id = ? AND lock_owner = ?)"
 )
-_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
-
-
-def _translate(error: apsw.Error, where: str) -> NoReturn:
-    """Turn an APSW error into one of ours that says what to do about it."""
-    if isinstance(error, apsw.BusyError | apsw.LockedError):
-        raise DatabaseLockedError(
-            f"{where} is locked by another writer and stayed locked past the busy timeout; "
-            "another process holds a long write transaction. Retry, or raise "
-            "App(busy_timeout=...).",
-            path=where,
-        ) from error
-    if isinstance(error, apsw.NotADBError):
-        raise StoreError(
-            f"{where} is not a SQLite database (or is encrypted or corrupt); "
-            "point romancy_nb at a new file or at a romancy_nb database.",
-            path=where,
-        ) from error
-    if isinstance(error, apsw.CantOpenError):
-        raise StoreError(
-            f"cannot open the database {where}: check that its folder exists and is writable.",
-            path=where,
-        ) from error
-    if isinstance(error, apsw.CorruptError):
-        raise StoreError(f"the database {where} is corrupt: {error}", path=where) from error
-    raise StoreError(f"database error on {where}: {error}", path=where) from error
-
-
-_HEADER = b"SQLite format 3\x00"
-
-
-def _refuse_non_database(file: Path) -> None:
-    """Refuse an existing file that is not SQLite before SQLite can touch it.
-
-    SQLite itself rejects most such files, but takes a 1-byte file for an empty database
-    and would overwrite it; checking the header first leaves every foreign file untouched.
-    """
-    try:
-        with file.open("rb") as handle:
-            head = handle.read(len(_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise StoreError(f"cannot read the database {file}: {error}", path=str(file)) from error
-    if head and head != _HEADER:
-        raise StoreError(
-            f"{file} is not a SQLite database (or is encrypted or corrupt); "
-            "point romancy_nb at a new file or at a romancy_nb database.",
-            path=str(file),
-        )
 
 
 class SqliteSession:
     """A write transaction on a pooled connection, shared by user SQL and the step record."""
 
-    def __init__(self, store: SqliteStore, connection: apsw.Connection) -> None:
-        self._store = store
+    def __init__(self, connections: Connections, connection: apsw.Connection, generation: int):
+        self._c = connections
         self._connection = connection
+        self._generation = generation
         self._open = True
 
     @property
@@ -116,7 +65,7 @@ class SqliteSession:
         try:
             self._connection.execute(_RECORD_STEP, (*step, step.instance_id, owner))
         except apsw.Error as error:
-            _translate(error, self._store.where)
+            self._c.fail_other(error, self._connection)
         return self._connection.changes() == 1
 
     def commit(self) -> None:
@@ -129,44 +78,72 @@ class SqliteSession:
         if not self._open:
             return
         self._open = False
+        connection = self._connection
         try:
-            if not self._connection.in_transaction:
-                return
-            self._connection.execute(statement)
+            if connection.in_transaction:
+                connection.execute(statement)
         except apsw.Error as error:
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
-            _translate(error, self._store.where)
+            rollback_quietly(connection)
+            self._c.fail_other(error, connection)
         finally:
-            self._store._return_connection(self._connection)
+            self._c.give_back(connection, self._generation)
 
 
-def _json_path(dotted: str) -> str:
-    """``customer.id`` → ``$."customer"."id"``; quoting keeps any key a plain key."""
+_INT64 = range(-(2**63), 2**63)
+
+
+def _json_path(dotted: Any) -> str:
+    """``customer.id`` → ``$."customer"."id"``: every key quoted, so any key is a plain key.
+
+    In a quoted label SQLite ends the key at the next ``"`` but decodes JSON escapes in it,
+    so ``"`` and ``\\`` are written as escapes.
+    """
+    if not isinstance(dotted, str):
+        raise TypeError(
+            f"find_instances keys are dot paths (str) like 'order.customer.id', not "
+            f"{dotted!r} ({type(dotted).__name__})"
+        )
     keys = dotted.split(".")
     if not dotted or any(not key for key in keys):
         raise ValueError(f"invalid input path {dotted!r}: use dot-separated keys like 'a.b'")
-    return "$" + "".join('."' + key.replace('"', '""') + '"' for key in keys)
-
-
-def _json_type_of(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ("null",)
-    if value is True:
-        return ("true",)
-    if value is False:
-        return ("false",)
-    if isinstance(value, int | float):
-        return ("integer", "real")
-    if isinstance(value, str):
-        return ("text",)
-    raise TypeError(
-        f"find_instances matches strings, numbers, booleans and None, not {type(value).__name__}"
+    return "$" + "".join(
+        '."' + key.replace("\\", "\\\\").replace('"', "\\u0022") + '"' for key in keys
     )
 
 
-class SqliteStore(WaitingStoreMixin):
-    """:class:`~romancy_nb.store.protocol.Store` on an APSW SQLite database."""
+def _match_input(dotted: Any, value: Any) -> tuple[str, list[Any]]:
+    """The condition (and its arguments) that the stored input has ``value`` at ``dotted``."""
+    path = _json_path(dotted)
+    if value is None:
+        return "json_type(input, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return "json_type(input, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, str):
+        return "json_type(input, ?) = 'text' AND json_extract(input, ?) = ?", [path, path, value]
+    if isinstance(value, int) and value not in _INT64:
+        # beyond SQLite's integers: json_extract gives a rounded REAL; compare the JSON text
+        return "json_type(input, ?) = 'integer' AND input -> ? = ?", [path, path, str(value)]
+    if isinstance(value, int | float):
+        return (
+            "json_type(input, ?) IN ('integer', 'real') AND json_extract(input, ?) = ?",
+            [path, path, value],
+        )
+    raise TypeError(
+        f"find_instances matches strings, numbers, booleans and None, not "
+        f"{type(value).__name__} (at {dotted!r})"
+    )
+
+
+class SqliteStore(WaitingQueries):
+    """:class:`~romancy_nb.store.protocol.Store` on an APSW SQLite database.
+
+    ``wait_for_locks=False`` gives the engine's connection a zero busy timeout (the engine
+    retries a ``DatabaseLockedError`` itself, without blocking its event loop); sessions,
+    the heartbeat, migrations and the watcher keep ``busy_timeout``. ``readonly=True``
+    opens the file read-only (see ``connections.py``).
+    """
+
+    inline = True  # a WAL commit costs tens of microseconds: call it on the event loop
 
     def __init__(
         self,
@@ -174,117 +151,64 @@ class SqliteStore(WaitingStoreMixin):
         *,
         synchronous: pragmas.Synchronous = "NORMAL",
         busy_timeout: float = 5.0,
+        wait_for_locks: bool = True,
+        readonly: bool = False,
     ) -> None:
-        path = str(path)
-        self.url = path
-        self._synchronous = synchronous
-        self._busy_ms = int(busy_timeout * 1000)
-        if path == ":memory:":
-            self._filename = f"file:/romancy-{uuid.uuid4().hex}?vfs=memdb"
-            self.where = ":memory:"
-        else:
-            file = Path(path).expanduser()
-            if not file.parent.is_dir():
-                raise StoreError(
-                    f"cannot create the database {file}: the folder {file.parent} does not "
-                    "exist. Create it first, or choose another path.",
-                    path=str(file),
-                )
-            self._filename = str(file.resolve())
-            self.where = self._filename
-            _refuse_non_database(file)
-        self._pool: list[apsw.Connection] = []
-        self._pool_lock = threading.Lock()
-        self._closed = False
-        self._db = self._connect()
+        self.url = str(path)
+        target = resolve(self.url, readonly=readonly)
+        self._migrations = schema.shipped()
+        self._c = Connections(
+            target,
+            synchronous=synchronous,
+            busy_ms=int(busy_timeout * 1000),
+            wait_for_locks=wait_for_locks,
+            inspect=lambda c: schema.refuse_foreign(c, target.where, self._migrations),
+        )
+        super().__init__(self._c)
+        self.where = target.where
+        self._held = target.file is not None
+        if self._held:
+            sharing.hold(self.where)
 
     # connections
 
-    def _connect(self) -> apsw.Connection:
-        try:
-            connection = apsw.Connection(self._filename, flags=_OPEN_FLAGS)
-            pragmas.recommended(connection, self._synchronous, self._busy_ms)
-            # Touch the schema so "not a database" surfaces here, not mid-workflow.
-            connection.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        except apsw.Error as error:
-            _translate(error, self.where)
-        return connection
-
     @property
     def connection(self) -> apsw.Connection:
-        """The engine's connection (for views and diagnostics; the engine writes no SQL)."""
-        return self._db
+        """The engine's connection (SQLite diagnostics and tests; not part of the protocol)."""
+        return self._c.db
+
+    @property
+    def readonly(self) -> str | None:
+        """Why the store is read-only, or None when it may write."""
+        return self._c.target.readonly
+
+    @property
+    def wait_for_locks(self) -> bool:
+        return self._c.wait_for_locks
 
     def connect(self) -> apsw.Connection:
-        """A new connection with the store's settings, for a thread of its own."""
-        return self._connect()
-
-    def _take_connection(self) -> apsw.Connection:
-        with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
-        return self._connect()
-
-    def _return_connection(self, connection: apsw.Connection) -> None:
-        with self._pool_lock:
-            if self._closed or len(self._pool) >= 8:
-                connection.close()
-            else:
-                self._pool.append(connection)
+        """A new connection with the store's settings (and busy timeout), for a thread."""
+        return self._c.open()
 
     def effective_settings(self) -> dict[str, Any]:
-        return pragmas.effective(self._db)
+        """The settings in force on the engine connection (tests, diagnostics)."""
+        return pragmas.effective(self._c.db)
 
     def close(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            pool, self._pool = self._pool, []
-        for connection in pool:
-            connection.close()
-        self._db.close()
-
-    def _run(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except apsw.Error as error:
-            _translate(error, self.where)
-
-    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
-        try:
-            self._db.execute(sql, args)
-        except apsw.Error as error:
-            _translate(error, self.where)
-        return self._db.changes()
+        if self._held:
+            self._held = False
+            sharing.release(self.where)
+        self._c.close()
 
     # migrations
 
     def migrate(self) -> list[str]:
-        self._write("CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY)")
-        applied = {row[0] for row in self._run("SELECT version FROM schema_migrations")}
-
-        def apply_one(migration: migrate.Migration) -> None:
-            try:
-                with self._db:  # one transaction: the schema and its version row together
-                    if self._db.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
-                    ).fetchall():
-                        return  # another process applied it while we waited for the lock
-                    self._db.execute(migration.up)
-                    self._db.execute(
-                        "INSERT INTO schema_migrations (version) VALUES (?)",
-                        (migration.version,),
-                    )
-            except apsw.Error as error:
-                _translate(error, self.where)
-
-        return migrate.apply_all(
-            migrate.load("romancy_nb.store.sqlite.migrations"), applied, apply_one
-        )
+        return schema.apply(self._c, self._migrations)
 
     # workers
 
     def register_worker(self, worker: WorkerRecord) -> None:
-        self._write(
+        self._c.write(
             "INSERT OR REPLACE INTO workers (worker_id, host, pid, proc_start, started_at, "
             "heartbeat_at) VALUES (?,?,?,?,?,?)",
             (
@@ -298,21 +222,24 @@ class SqliteStore(WaitingStoreMixin):
         )
 
     def heartbeat(self, worker_id: str, now: float) -> None:
-        self._write("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (now, worker_id))
+        # its own connection, which waits for locks: the heartbeat runs beside the engine
+        self._c.write_beside(
+            "UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", (now, worker_id)
+        )
 
     def list_workers(self) -> list[WorkerRecord]:
-        rows = self._run(
+        rows = self._c.rows(
             "SELECT worker_id, host, pid, proc_start, started_at, heartbeat_at FROM workers"
         )
         return [WorkerRecord(*row) for row in rows]
 
     def remove_worker(self, worker_id: str) -> None:
-        self._write("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        self._c.write("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
     # instances
 
     def create_instance(self, instance: InstanceRecord) -> bool:
-        changed = self._write(
+        changed = self._c.write(
             f"INSERT OR IGNORE INTO workflow_instances ({_INSTANCE_COLUMNS}) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -332,7 +259,7 @@ class SqliteStore(WaitingStoreMixin):
         return changed == 1
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
-        rows = self._run(
+        rows = self._c.rows(
             f"SELECT {_INSTANCE_COLUMNS} FROM workflow_instances WHERE instance_id = ?",
             (instance_id,),
         )
@@ -351,14 +278,9 @@ class SqliteStore(WaitingStoreMixin):
             where.append("instance_id = ?")
             args.append(query.instance_id)
         for dotted, value in (query.input_equals or {}).items():
-            path = _json_path(dotted)
-            types = _json_type_of(value)
-            marks = ",".join("?" * len(types))
-            where.append(f"json_type(input, ?) IN ({marks})")
-            args.extend((path, *types))
-            if value is not None and not isinstance(value, bool):
-                where.append("json_extract(input, ?) = ?")
-                args.extend((path, value))
+            condition, values = _match_input(dotted, value)
+            where.append(condition)
+            args.extend(values)
         if query.after is not None:
             where.append("(created_at, instance_id) < (?, ?)")
             args.extend(query.after)
@@ -367,11 +289,11 @@ class SqliteStore(WaitingStoreMixin):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, instance_id DESC LIMIT ?"
         args.append(query.limit)
-        return [InstanceRecord(*row) for row in self._run(sql, args)]
+        return [InstanceRecord(*row) for row in self._c.rows(sql, args)]
 
     def find_orphans(self, live_workers: Sequence[str]) -> list[InstanceRecord]:
         statuses = ",".join("?" * len(ACTIVE_STATUSES))
-        rows = self._run(
+        rows = self._c.rows(
             f"SELECT {_INSTANCE_COLUMNS} FROM workflow_instances WHERE status IN ({statuses}) "
             "ORDER BY created_at",
             ACTIVE_STATUSES,
@@ -381,7 +303,7 @@ class SqliteStore(WaitingStoreMixin):
 
     def claim_instance(self, instance_id: str, owner: str, previous: str | None) -> bool:
         return (
-            self._write(
+            self._c.write(
                 "UPDATE workflow_instances SET lock_owner = ? "
                 "WHERE instance_id = ? AND lock_owner IS ?",
                 (owner, instance_id, previous),
@@ -393,7 +315,7 @@ class SqliteStore(WaitingStoreMixin):
         self, instance_id: str, owner: str, status: str, error: str | None = None
     ) -> bool:
         return (
-            self._write(
+            self._c.write(
                 "UPDATE workflow_instances SET status = ?, error = coalesce(?, error), "
                 "updated_at = unixepoch('subsec') WHERE instance_id = ? AND lock_owner = ?",
                 (status, error, instance_id, owner),
@@ -410,7 +332,7 @@ class SqliteStore(WaitingStoreMixin):
         error: str | None,
     ) -> bool:
         return (
-            self._write(
+            self._c.write(
                 "UPDATE workflow_instances SET status = ?, output = ?, error = coalesce(?, error), "
                 "lock_owner = NULL, updated_at = unixepoch('subsec') "
                 "WHERE instance_id = ? AND lock_owner = ?",
@@ -420,14 +342,14 @@ class SqliteStore(WaitingStoreMixin):
         )
 
     def release_instance(self, instance_id: str, owner: str) -> None:
-        self._write(
+        self._c.write(
             "UPDATE workflow_instances SET lock_owner = NULL "
             "WHERE instance_id = ? AND lock_owner = ?",
             (instance_id, owner),
         )
 
     def request_cancel(self, instance_id: str, reason: str) -> None:
-        self._write(
+        self._c.write(
             "UPDATE workflow_instances SET cancel_reason = ? "
             "WHERE instance_id = ? AND cancel_reason IS NULL",
             (reason, instance_id),
@@ -436,7 +358,7 @@ class SqliteStore(WaitingStoreMixin):
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         return [
             (row[0], row[1])
-            for row in self._run(
+            for row in self._c.rows(
                 "SELECT instance_id, cancel_reason FROM workflow_instances "
                 "WHERE lock_owner = ? AND cancel_reason IS NOT NULL AND status = 'running'",
                 (owner,),
@@ -446,14 +368,14 @@ class SqliteStore(WaitingStoreMixin):
     # history
 
     def load_history(self, instance_id: str) -> list[StepRecord]:
-        rows = self._run(
+        rows = self._c.rows(
             f"SELECT {_STEP_COLUMNS} FROM workflow_history WHERE instance_id = ? ORDER BY seq",
             (instance_id,),
         )
         return [StepRecord(*row) for row in rows]
 
     def load_attempts(self, instance_id: str) -> list[AttemptRecord]:
-        rows = self._run(
+        rows = self._c.rows(
             "SELECT instance_id, step_id, attempt, error, at FROM step_attempts "
             "WHERE instance_id = ? ORDER BY step_id, attempt",
             (instance_id,),
@@ -461,59 +383,51 @@ class SqliteStore(WaitingStoreMixin):
         return [AttemptRecord(*row) for row in rows]
 
     def record_step(self, step: StepRecord, owner: str) -> bool:
+        db = self._c.db
         try:
-            self._db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+            db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+            return db.changes() == 1
         except apsw.Error as error:
-            _translate(error, self.where)
-        return self._db.changes() == 1
+            self._c.fail(error)
 
     def record_steps(self, steps: Sequence[StepRecord], owner: str) -> list[bool]:
         results = []
-        try:
-            with self._db:
-                for step in steps:
-                    self._db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
-                    results.append(self._db.changes() == 1)
-        except apsw.Error as error:
-            _translate(error, self.where)
+        with self._c.immediate() as db:
+            for step in steps:
+                db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+                results.append(db.changes() == 1)
         return results
 
     def record_attempt(self, attempt: AttemptRecord) -> None:
-        self._write(
+        self._c.write(
             "INSERT OR REPLACE INTO step_attempts (instance_id, step_id, attempt, error, at) "
             "VALUES (?,?,?,?,?)",
             (attempt.instance_id, attempt.step_id, attempt.attempt, attempt.error, attempt.at),
         )
 
     def open_session(self) -> SqliteSession:
-        connection = self._take_connection()
+        connection, generation = self._c.take()
         try:
             connection.execute("BEGIN IMMEDIATE")
         except apsw.Error as error:
-            self._return_connection(connection)
-            _translate(error, self.where)
-        return SqliteSession(self, connection)
+            self._c.give_back(connection, generation)
+            self._c.fail_other(error, connection)
+        return SqliteSession(self._c, connection, generation)
 
-    # diagnostics used by tests and the CLI
+    # views and diagnostics
 
     def table_counts(self) -> dict[str, int]:
+        """Rows per table (tests; not part of the protocol)."""
         tables = [
             row[0]
-            for row in self._run(
+            for row in self._c.rows(
                 "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
             )
         ]
-        return {t: self._run(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+        return {t: self._c.rows(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
 
-    def read_table(
-        self, name: str, where: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]] | None:
-        """(column names, rows) of a whole table, for notebook views and exports.
-
-        ``where`` keeps rows whose columns equal the given values. None if there is no
-        such table (a feature whose migration has not run yet).
-        """
-        columns = [row[1] for row in self._run("SELECT * FROM pragma_table_info(?)", (name,))]
+    def read_table(self, name: str, where: Mapping[str, Any] | None = None) -> TableRows | None:
+        columns = [row[1] for row in self._c.rows("SELECT * FROM pragma_table_info(?)", (name,))]
         if not columns:
             return None
         where = where or {}
@@ -524,7 +438,7 @@ class SqliteStore(WaitingStoreMixin):
         sql = f'SELECT * FROM "{name}"'
         if where:
             sql += " WHERE " + " AND ".join(f'"{column}" = ?' for column in where)
-        return columns, self._run(sql, list(where.values()))
+        return TableRows(columns, self._c.rows(sql, list(where.values())))
 
 
 __all__ = ["SqliteSession", "SqliteStore"]

@@ -1,6 +1,6 @@
 """SQL for durable waiting: timers, channel messages, events, groups and recur.
 
-A mixin of :class:`~romancy_nb.store.sqlite.store.SqliteStore`. Every operation that ends
+The base class of :class:`~romancy_nb.store.sqlite.store.SqliteStore`. Every operation that ends
 or starts a wait is one ``BEGIN IMMEDIATE`` transaction, so a crash can neither lose a
 wake-up nor deliver one twice:
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import apsw
 
@@ -37,10 +36,8 @@ from romancy_nb.store.protocol import (
     message_output,
     timer_output,
 )
+from romancy_nb.store.sqlite.connections import Connections
 from romancy_nb.store.sqlite.watch import ChangeWatcher
-
-if TYPE_CHECKING:
-    from romancy_nb.store.sqlite.watch import ChangeWatcher as Watch
 
 _WAITING = "(" + ",".join(f"'{status}'" for status in WAITING_STATUSES) + ")"
 _MESSAGE_COLUMNS = (
@@ -84,53 +81,19 @@ _WAKEABLE = (
 )
 
 
-def _fail(error: apsw.Error, where: str) -> NoReturn:
-    from romancy_nb.store.sqlite.store import _translate  # store.py imports this module
-
-    _translate(error, where)
-
-
 def _names(workflows: Sequence[str]) -> str:
     return json.dumps(list(workflows))
 
 
-class WaitingStoreMixin:
-    """The waiting half of the Store protocol, on the store's engine connection."""
+class WaitingQueries:
+    """The waiting half of the Store protocol, on the engine connection of ``connections``.
 
-    _db: apsw.Connection
-    where: str
-    connect: Callable[[], apsw.Connection]
+    The base of :class:`~romancy_nb.store.sqlite.store.SqliteStore`; it owns its
+    collaborator (no attribute of the store is assumed).
+    """
 
-    # plumbing
-
-    @contextmanager
-    def _immediate(self) -> Iterator[apsw.Connection]:
-        """One write transaction on the engine connection; rolled back on any error."""
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except apsw.Error as error:
-            _fail(error, self.where)
-        try:
-            yield db
-        except BaseException as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if isinstance(error, apsw.Error):
-                _fail(error, self.where)
-            raise
-        try:
-            db.execute("COMMIT")
-        except apsw.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            _fail(error, self.where)
-
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except apsw.Error as error:
-            _fail(error, self.where)
+    def __init__(self, connections: Connections) -> None:
+        self._c = connections
 
     @staticmethod
     def _check_lease(db: apsw.Connection, instance_id: str, owner: str) -> None:
@@ -238,7 +201,7 @@ class WaitingStoreMixin:
         self, instance_id: str, owner: str, wait: WaitSpec, seq: int, now: float
     ) -> StepRecord | None:
         assert wait.channel is not None
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             subscription = self._subscription(db, instance_id, wait.channel)
             if subscription is None:
@@ -267,7 +230,7 @@ class WaitingStoreMixin:
         seq: int,
         now: float,
     ) -> StepRecord | None:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             for wait in waits:
                 answered = self._answer(db, instance_id, wait, seq, now)
@@ -287,7 +250,7 @@ class WaitingStoreMixin:
         return None
 
     def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             rows = db.execute(
                 "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
@@ -323,10 +286,18 @@ class WaitingStoreMixin:
     # (by fire time, by channel) drive them, so their cost follows the due or woken waits,
     # not the number of waiting instances (which the status index would make them scan).
 
+    def load_waits(self, instance_id: str) -> list[WaitSpec]:
+        rows = self._c.rows(
+            "SELECT step_id, kind, name, input, channel, fire_at FROM waits "
+            "WHERE instance_id = ? ORDER BY created_at, step_id",
+            (instance_id,),
+        )
+        return [WaitSpec(*row) for row in rows]
+
     def pending_timers(self, instance_id: str) -> list[tuple[str, float]]:
         return [
             (row[0], row[1])
-            for row in self._rows(
+            for row in self._c.rows(
                 "SELECT step_id, fire_at FROM waits WHERE instance_id = ? "
                 "AND fire_at IS NOT NULL ORDER BY fire_at",
                 (instance_id,),
@@ -334,7 +305,7 @@ class WaitingStoreMixin:
         ]
 
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
             "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
             f"WHERE w.fire_at IS NOT NULL AND w.fire_at <= ? AND {_WAKEABLE} "
@@ -344,7 +315,7 @@ class WaitingStoreMixin:
         return [Wakeup(*row) for row in rows]
 
     def next_timer_at(self, workflows: Sequence[str]) -> float | None:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT w.fire_at FROM waits w "
             "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
             f"WHERE w.fire_at IS NOT NULL AND {_WAKEABLE} ORDER BY w.fire_at LIMIT 1",
@@ -362,14 +333,14 @@ class WaitingStoreMixin:
             newest = self.last_message_id()
             channels = [
                 row[0]
-                for row in self._rows(
+                for row in self._c.rows(
                     "SELECT DISTINCT channel FROM channel_messages WHERE id > ?", (after_id,)
                 )
             ]
         names = _names(workflows)
         found: list[Wakeup] = []
         for name in channels:
-            rows = self._rows(
+            rows = self._c.rows(
                 "SELECT w.instance_id, i.workflow_name, w.step_id, s.mode FROM waits w "
                 "CROSS JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 "CROSS JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
@@ -379,7 +350,7 @@ class WaitingStoreMixin:
             )
             if len(rows) > 1 and rows[0][3] == "competing":
                 # A competing message wakes one waiter: no more waiters than messages.
-                available = self._rows(
+                available = self._c.rows(
                     "SELECT count(*) FROM channel_messages WHERE channel = ? "
                     "AND target_instance_id IS NULL",
                     (name,),
@@ -391,26 +362,25 @@ class WaitingStoreMixin:
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         # Its own short-lived connection: the sweep calls this from a thread, and a scan of
         # every waiting instance must not hold the engine connection's mutex meanwhile.
+        connection = self._c.open()
         try:
-            connection = self.connect()
-            try:
-                rows = connection.execute(
-                    "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
-                    "JOIN workflow_instances i ON i.instance_id = w.instance_id "
-                    "LEFT JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
-                    f"AND s.channel = w.channel WHERE {_WAKEABLE} AND "
-                    "((w.fire_at IS NOT NULL AND w.fire_at <= ?) OR "
-                    f"(s.mode IS NOT NULL AND {_AVAILABLE})) LIMIT ?",
-                    (_names(workflows), now, limit),
-                ).fetchall()
-            finally:
-                connection.close()
+            rows = connection.execute(
+                "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
+                "JOIN workflow_instances i ON i.instance_id = w.instance_id "
+                "LEFT JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
+                f"AND s.channel = w.channel WHERE {_WAKEABLE} AND "
+                "((w.fire_at IS NOT NULL AND w.fire_at <= ?) OR "
+                f"(s.mode IS NOT NULL AND {_AVAILABLE})) LIMIT ?",
+                (_names(workflows), now, limit),
+            ).fetchall()
         except apsw.Error as error:
-            _fail(error, self.where)
+            self._c.fail_other(error, connection)
+        finally:
+            connection.close()
         return [Wakeup(*row) for row in rows]
 
     def cancelled_while_waiting(self, workflows: Sequence[str]) -> list[tuple[str, str]]:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT instance_id, workflow_name FROM workflow_instances "
             "INDEXED BY workflow_instances_cancel_requested "  # only instances asked to cancel
             f"WHERE status IN {_WAITING} AND lock_owner IS NULL AND cancel_reason IS NOT NULL "
@@ -420,7 +390,7 @@ class WaitingStoreMixin:
         return [(row[0], row[1]) for row in rows]
 
     def last_message_id(self) -> int:
-        rows = self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'channel_messages'")
+        rows = self._c.rows("SELECT seq FROM sqlite_sequence WHERE name = 'channel_messages'")
         return rows[0][0] if rows else 0
 
     # channels
@@ -428,7 +398,7 @@ class WaitingStoreMixin:
     def subscribe(
         self, instance_id: str, owner: str, channel: str, mode: str, step: StepRecord | None
     ) -> None:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             # ``mode IN (the others)``, not ``mode != ?``: seeks in the (channel, mode) index
             # instead of reading every subscriber of a channel with 100,000 of them
@@ -465,7 +435,7 @@ class WaitingStoreMixin:
                 self._insert_step(db, step)
 
     def unsubscribe(self, instance_id: str, owner: str, channel: str, step: StepRecord) -> None:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             db.execute(
                 "DELETE FROM channel_subscriptions WHERE instance_id = ? AND channel = ?",
@@ -474,7 +444,7 @@ class WaitingStoreMixin:
             self._insert_step(db, step)
 
     def get_subscription_mode(self, instance_id: str, channel: str) -> str | None:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT mode FROM channel_subscriptions WHERE instance_id = ? AND channel = ?",
             (instance_id, channel),
         )
@@ -489,11 +459,11 @@ class WaitingStoreMixin:
         )
         if step is None:  # from outside a workflow: one statement, its own transaction
             try:
-                self._db.execute(insert, message[1:])
+                self._c.db.execute(insert, message[1:])
             except apsw.Error as error:
-                _fail(error, self.where)
-            return self._db.last_insert_rowid() if self._db.changes() == 1 else 0
-        with self._immediate() as db:
+                self._c.fail(error)
+            return self._c.db.last_insert_rowid() if self._c.db.changes() == 1 else 0
+        with self._c.immediate() as db:
             assert owner is not None
             self._check_lease(db, step.instance_id, owner)
             db.execute(insert, message[1:])
@@ -503,15 +473,15 @@ class WaitingStoreMixin:
 
     def delete_messages(self, before: float) -> int:
         try:
-            self._db.execute("DELETE FROM channel_messages WHERE created_at < ?", (before,))
+            self._c.db.execute("DELETE FROM channel_messages WHERE created_at < ?", (before,))
         except apsw.Error as error:
-            _fail(error, self.where)
-        return self._db.changes()
+            self._c.fail(error)
+        return self._c.db.changes()
 
     # groups
 
     def join_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             db.execute(
                 "INSERT OR IGNORE INTO group_members (group_name, instance_id, joined_at) "
@@ -521,7 +491,7 @@ class WaitingStoreMixin:
             self._insert_step(db, step)
 
     def leave_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             db.execute(
                 "DELETE FROM group_members WHERE group_name = ? AND instance_id = ?",
@@ -530,7 +500,7 @@ class WaitingStoreMixin:
             self._insert_step(db, step)
 
     def group_members(self, group: str) -> list[str]:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT instance_id FROM group_members WHERE group_name = ? "
             "ORDER BY joined_at, instance_id",
             (group,),
@@ -540,7 +510,7 @@ class WaitingStoreMixin:
     # recur
 
     def recur(self, instance_id: str, owner: str, input_json: str, now: float) -> int:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             rows = db.execute(
                 "SELECT input, created_at FROM workflow_instances WHERE instance_id = ? "
                 "AND lock_owner = ?",
@@ -585,7 +555,7 @@ class WaitingStoreMixin:
         return run_no
 
     def archived_runs(self, instance_id: str) -> list[ArchivedRun]:
-        rows = self._rows(
+        rows = self._c.rows(
             "SELECT instance_id, run_no, status, input, next_input, steps, started_at, "
             "ended_at FROM workflow_runs_archive WHERE instance_id = ? ORDER BY run_no",
             (instance_id,),
@@ -593,7 +563,7 @@ class WaitingStoreMixin:
         return [ArchivedRun(*row) for row in rows]
 
     def load_archived_history(self, instance_id: str, run_no: int) -> list[StepRecord]:
-        rows = self._rows(
+        rows = self._c.rows(
             f"SELECT {_STEP_COLUMNS} FROM workflow_history_archive WHERE instance_id = ? "
             "AND run_no = ? ORDER BY seq",
             (instance_id, run_no),
@@ -601,7 +571,7 @@ class WaitingStoreMixin:
         return [StepRecord(*row) for row in rows]
 
     def delete_archives(self, before: float) -> int:
-        with self._immediate() as db:
+        with self._c.immediate() as db:
             db.execute(
                 "DELETE FROM workflow_history_archive WHERE (instance_id, run_no) IN "
                 "(SELECT instance_id, run_no FROM workflow_runs_archive WHERE ended_at < ?)",
@@ -612,10 +582,11 @@ class WaitingStoreMixin:
 
     # change detection
 
-    def watch(self, on_change: Callable[[ChangeHint], None], interval: float) -> Watch:
+    def watch(self, on_change: Callable[[ChangeHint], None], interval: float) -> ChangeWatcher:
         # inotify on the database's folder where there is one (see watch.py)
-        folder = None if self.where == ":memory:" else os.path.dirname(self.where)
-        return ChangeWatcher(self.connect, on_change, interval, folder=folder)
+        where = self._c.where
+        folder = None if where == ":memory:" else os.path.dirname(where)
+        return ChangeWatcher(self._c.open, on_change, interval, folder=folder)
 
 
-__all__ = ["WaitingStoreMixin"]
+__all__ = ["WaitingQueries"]
