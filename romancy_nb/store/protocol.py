@@ -156,6 +156,17 @@ class ArchivedRun(NamedTuple):
     ended_at: float
 
 
+class TableRows(NamedTuple):
+    """A whole table (or its rows matching a filter) as read for views and exports.
+
+    ``columns`` name the values of each row, in order; values are the stored ones (JSON
+    columns as text, times as Unix seconds). The notebook turns it into a DataFrame.
+    """
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
 class Watch(Protocol):
     """A running change watcher; ``stop`` ends it and waits for its thread."""
 
@@ -198,6 +209,11 @@ class Store(Protocol):
     """What the engine needs from storage. See ``romancy_nb.store.sqlite`` for the default."""
 
     url: str
+
+    inline: bool
+    """True when every call completes in about one local statement (SQLite): the engine
+    then calls the store on the event loop. False for a store that may wait on a network:
+    the engine calls it from a thread, so the loop never blocks on it."""
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; return the versions applied."""
@@ -336,8 +352,7 @@ class Store(Protocol):
         the channel in another mode, ``LockLostError`` if ``owner`` lost the lease.
         """
 
-    def unsubscribe(self, instance_id: str, owner: str, channel: str, step: StepRecord) -> None:
-        ...
+    def unsubscribe(self, instance_id: str, owner: str, channel: str, step: StepRecord) -> None: ...
 
     def get_subscription_mode(self, instance_id: str, channel: str) -> str | None: ...
 
@@ -354,8 +369,7 @@ class Store(Protocol):
 
     def join_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None: ...
 
-    def leave_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None:
-        ...
+    def leave_group(self, instance_id: str, owner: str, group: str, step: StepRecord) -> None: ...
 
     def group_members(self, group: str) -> list[str]: ...
 
@@ -369,6 +383,21 @@ class Store(Protocol):
 
     def delete_archives(self, before: float) -> int:
         """Retention: drop archived runs that ended before ``before``."""
+
+    def load_waits(self, instance_id: str) -> list[WaitSpec]:
+        """The unanswered waits of an instance (its timers, awaited events and messages),
+        oldest first: what the notebook panel shows and can fire or answer."""
+
+    # views: the notebook layer's DataFrames and ``%%sql`` read tables through this
+    def read_table(self, name: str, where: Mapping[str, Any] | None = None) -> TableRows | None:
+        """Every row of table ``name`` whose columns equal ``where``'s values (all rows
+        without it); None if the store has no such table (yet).
+
+        Names are the SQLite backend's table names (``workflow_instances``,
+        ``workflow_history``, ``waits``, ``channel_messages``, ...), which every backend
+        answers to; a user table in the same database may be read too. Raises
+        ``ValueError`` for a column the table does not have.
+        """
 
     def watch(self, on_change: Callable[[ChangeHint], None], interval: float) -> Watch:
         """Call ``on_change`` (from a thread) when another connection or process changed the
