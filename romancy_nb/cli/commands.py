@@ -20,8 +20,30 @@ from romancy_nb.cli.common import (
     resolve_db,
     stdout,
 )
+from romancy_nb.engine.ids import instance_id_problem
+from romancy_nb.store.protocol import ACTIVE_STATUSES, FINAL_STATUSES, WAITING_STATUSES
 
-FINAL = ("completed", "failed", "cancelled")
+STATUSES = (*ACTIVE_STATUSES, *WAITING_STATUSES, *FINAL_STATUSES)
+"""Every status an instance can have: what ``list --status`` accepts."""
+
+
+def _instance_id(value: str) -> str:
+    """An id the store could hold, else a usage error (exit 2) naming what is wrong."""
+    problem = instance_id_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return value
+
+
+def _status(value: str | None) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise typer.BadParameter(f"{value!r} is not a status; use one of {', '.join(STATUSES)}")
+    return value
+
+
+InstanceIdArgument = Annotated[
+    str, typer.Argument(help="The instance id.", callback=_instance_id, show_default=False)
+]
 
 DbOption = Annotated[
     str | None,
@@ -61,7 +83,10 @@ def list_command(
     status: Annotated[
         str | None,
         typer.Option(
-            "--status", "-s", help="Only this status: running, completed, failed, cancelled..."
+            "--status",
+            "-s",
+            callback=_status,
+            help=f"Only this status: {', '.join(STATUSES)}.",
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Page size.")] = 20,
@@ -95,7 +120,7 @@ def list_command(
 @handle_errors
 def get_command(
     ctx: typer.Context,
-    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    instance_id: InstanceIdArgument,
     json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -112,7 +137,7 @@ def get_command(
 @handle_errors
 def history_command(
     ctx: typer.Context,
-    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    instance_id: InstanceIdArgument,
     json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -130,7 +155,7 @@ def history_command(
 @handle_errors
 def cancel_command(
     ctx: typer.Context,
-    instance_id: Annotated[str, typer.Argument(help="The instance id.")],
+    instance_id: InstanceIdArgument,
     reason: Annotated[
         str, typer.Option("--reason", "-r", help="Why; stored with the instance.")
     ] = "cancelled from the command line",
@@ -146,7 +171,7 @@ def cancel_command(
     path = resolve_db(ctx, db)
     with open_app(path) as app:
         info = _get(app, instance_id, path)
-        if info.status in FINAL:
+        if info.status in FINAL_STATUSES:
             raise CliError(f"instance {instance_id!r} is already {info.status}; nothing to cancel")
         try:
             new_status = asyncio.run(_cancel(app, instance_id, reason))

@@ -18,11 +18,21 @@ from romancy_nb.cli.commands import DbOption, JsonOption
 from romancy_nb.cli.common import EXIT_USAGE, CliError, handle_errors, open_app, resolve_db, stdout
 
 
+def _not_empty(value: str | None) -> str | None:
+    """A usage error (exit 2) for ``""``, which the event API refuses."""
+    if value == "":
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
 @handle_errors
 def event_command(
     ctx: typer.Context,
     event_type: Annotated[
-        str, typer.Argument(metavar="TYPE", help="The event type, e.g. payment.completed.")
+        str,
+        typer.Argument(
+            metavar="TYPE", callback=_not_empty, help="The event type, e.g. payment.completed."
+        ),
     ],
     data: Annotated[
         str, typer.Option("--data", "-d", metavar="JSON", help="The event's data, as JSON.")
@@ -32,7 +42,11 @@ def event_command(
     ] = "romancy-nb-cli",
     event_id: Annotated[
         str | None,
-        typer.Option("--id", help="The event id (default: a new UUID); a repeat is ignored."),
+        typer.Option(
+            "--id",
+            callback=_not_empty,
+            help="The event id (default: a new UUID); a repeat is ignored.",
+        ),
     ] = None,
     json_output: JsonOption = False,
     db: DbOption = None,

@@ -2,15 +2,19 @@
 
 ``run`` executes a notebook top to bottom in a fresh kernel with nbclient, papermill-style:
 ``-p key=value`` values go into a cell inserted after the cell tagged ``parameters`` (or at
-the top), tagged ``injected-parameters``. A progress bar follows the cells; a failing cell
-is reported with its number, its first lines and the error, and the exit code is 1.
+the top), tagged ``injected-parameters``, written by papermill's translator for the
+kernel's language (so ``-p x=NaN`` becomes ``x = float('nan')``). A progress bar follows
+the cells; a failing cell is reported with its number, its first lines and the error, and
+the exit code is 1.
 
 ``worker --notebook`` serves a notebook's instances after its kernel is gone: it runs the
 notebook's *definition* cells in this process (``%%activity`` / ``%%workflow`` cells, with
 any ``--start`` removed, and the plain code cells they need), then keeps the default app
 open: waiting instances resume when their timer fires or their event arrives, and
-interrupted ones resume at once. Skipped: cells with top-level ``await``, line magics
-other than ``%load_ext``, other cell magics, and cells tagged ``skip-worker``.
+interrupted ones resume at once. Skipped: cells with top-level ``await``, cells with any
+IPython syntax (shell escapes ``!cmd``, help ``x?``, line magics other than ``%load_ext``,
+cell magics other than the two), as IPython's own input transformer reads them, and cells
+tagged ``skip-worker``. Each cell is named on stderr before it runs, or as skipped.
 
 The notebook layer is reached the way a user reaches it, through ``%load_ext romancy_nb``
 in an IPython shell, so this edge does not import it.
@@ -26,7 +30,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
@@ -84,15 +88,31 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return parameters
 
 
-def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> None:
-    """Insert the parameters cell after the ``parameters``-tagged cell (or first)."""
+def inject_parameters(notebook: Any, parameters: dict[str, Any], kernel: str | None = None) -> None:
+    """Insert the parameters cell after the ``parameters``-tagged cell (or first).
+
+    papermill's translator writes the values, for the language of the kernel that runs
+    the notebook (``kernel``, else the notebook's), so every value ``parse_parameters``
+    reads (NaN and infinities included) is valid source there.
+    """
     import nbformat
+    from papermill.exceptions import PapermillException
+    from papermill.translators import translate_parameters
 
     if not parameters:
         return
-    lines = ["# Parameters (injected by romancy-nb run)"]
-    lines += [f"{key} = {value!r}" for key, value in parameters.items()]
-    cell = nbformat.v4.new_code_cell("\n".join(lines))
+    spec = notebook.metadata.get("kernelspec", {})
+    language = spec.get("language") or notebook.metadata.get("language_info", {}).get("name")
+    try:
+        source = translate_parameters(
+            kernel or spec.get("name") or "python3",
+            language or "python",
+            parameters,
+            "Parameters (injected by romancy-nb run)",
+        )
+    except PapermillException as error:  # no translator for this kernel's language
+        raise _fail(f"-p: {error}", EXIT_USAGE) from None
+    cell = nbformat.v4.new_code_cell(source.rstrip("\n"))
     cell.metadata["tags"] = ["injected-parameters"]
     position = 0
     for index, existing in enumerate(notebook.cells):
@@ -134,7 +154,7 @@ def run_command(
     from nbclient.exceptions import CellExecutionError
 
     nb = _load(notebook)
-    inject_parameters(nb, parse_parameters(parameter or []))
+    inject_parameters(nb, parse_parameters(parameter or []), kernel)
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     options: dict[str, Any] = {
         "timeout": timeout or None,
@@ -214,31 +234,116 @@ def _has_top_level_await(source: str) -> bool:
 
 _START = re.compile(r"\s--start(?:\s+(?:'[^']*'|\"[^\"]*\"|(?!-)\S+))?|\s--id\s+\S+")
 
+_SHELL_CALLS = {
+    "system": "a shell escape (!)",
+    "getoutput": "a shell escape (!)",
+    "run_line_magic": "a line magic (%)",
+    "run_cell_magic": "a cell magic (%%)",
+}
+"""The ``get_ipython()`` methods that IPython's input transformer turns its syntax into."""
+
+_DEFINITION_MAGICS = (("run_cell_magic", "workflow"), ("run_cell_magic", "activity"))
+
+
+class Definition(NamedTuple):
+    """A code cell as the worker sees it: the source it runs, or why it leaves the cell out."""
+
+    number: int
+    """The cell's number among the notebook's code cells, 1-based (as ``run`` reports)."""
+    source: str | None
+    skipped: str | None = None
+
+
+def _shell_calls(tree: ast.AST) -> list[tuple[ast.Call, str, str]]:
+    """Each ``get_ipython().<method>(...)`` call: (call, method, magic name or command)."""
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SHELL_CALLS
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "get_ipython"
+        ):
+            first = node.args[0] if node.args else None
+            name = first.value if isinstance(first, ast.Constant) else "?"
+            found.append((node, node.func.attr, str(name)))
+    return found
+
+
+def _top_call(statement: ast.stmt) -> tuple[str, str] | None:
+    """(method, name) when ``statement`` is one bare ``get_ipython()`` call: a magic line."""
+    if isinstance(statement, ast.Expr):
+        calls = _shell_calls(statement)
+        if len(calls) == 1 and calls[0][0] is statement.value:
+            return calls[0][1], calls[0][2]
+    return None
+
+
+def _plan(source: str) -> tuple[str | None, str | None]:
+    """(code to run, None), or (None, why the worker leaves the cell out).
+
+    IPython's own input transformer decides what is IPython syntax (``!cmd``, ``%line``,
+    ``%%cell``, ``x?``, ``x = !cmd``): it turns each into a ``get_ipython()`` call. A cell
+    with any such call other than ``%%workflow`` / ``%%activity`` and ``%load_ext`` lines
+    is not run, so a notebook's shell lines never run in the worker.
+    """
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(source)
+    try:
+        tree = ast.parse(python)
+    except SyntaxError:
+        return source, None  # run it: the worker reports the error as the kernel would
+    if len(tree.body) == 1 and _top_call(tree.body[0]) in _DEFINITION_MAGICS:
+        first, _, body = source.partition("\n")
+        return _START.sub("", first) + "\n" + body, None
+    # The worker loads romancy_nb itself: %load_ext lines are dropped, not run.
+    loads = [s for s in tree.body if _top_call(s) == ("run_line_magic", "load_ext")]
+    loaded = {id(s.value) for s in loads if isinstance(s, ast.Expr)}
+    for call, method, name in _shell_calls(tree):
+        if id(call) not in loaded:
+            return None, f"{_SHELL_CALLS[method]}: {name}"
+    if loads:
+        dropped = {n for s in loads for n in range(s.lineno, (s.end_lineno or s.lineno) + 1)}
+        lines = python.splitlines()
+        source = "\n".join(line for n, line in enumerate(lines, 1) if n not in dropped).strip()
+        if not source:
+            return None, None
+    if _has_top_level_await(source):
+        return None, "top-level await"
+    return source, None
+
+
+def definitions(notebook: Any) -> list[Definition]:
+    """What the worker does with each code cell: see the module docstring for the rule."""
+    found: list[Definition] = []
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code_cells, 1):
+        source = cell.source.strip()
+        if not source or "skip-worker" in cell.metadata.get("tags", []):
+            continue
+        code, skipped = _plan(source)
+        if code is not None or skipped is not None:
+            found.append(Definition(number, code, skipped))
+    return found
+
 
 def definition_cells(notebook: Any) -> list[str]:
-    """The sources a worker runs: see the module docstring for the rule."""
-    sources: list[str] = []
-    for cell in notebook.cells:
-        if cell.cell_type != "code" or "skip-worker" in cell.metadata.get("tags", []):
-            continue
-        source = cell.source.strip()
-        if not source:
-            continue
-        first, _, body = source.partition("\n")
-        if first.startswith("%%"):
-            if first.split()[0] in ("%%workflow", "%%activity"):
-                sources.append(_START.sub("", first) + "\n" + body)
-            continue
-        magics = [line for line in source.splitlines() if line.lstrip().startswith("%")]
-        if any(not line.lstrip().startswith("%load_ext") for line in magics):
-            continue
-        # The worker loads the extension itself: drop %load_ext lines.
-        code = "\n".join(
-            line for line in source.splitlines() if not line.lstrip().startswith("%")
-        ).strip()
-        if code and not _has_top_level_await(code):
-            sources.append(code)
-    return sources
+    """The sources a worker runs, in order."""
+    return [d.source for d in definitions(notebook) if d.source is not None]
+
+
+def _run_definition(shell: Any, source: str, where: str) -> None:
+    """Run one definition cell; any failure, ``SystemExit`` included, stops the worker."""
+    result = shell.run_cell(source, silent=True)
+    if not result.success:
+        error = result.error_before_exec or result.error_in_exec
+        raise _fail(
+            f"{where} failed: {type(error).__name__}: {error}\n{_first_lines(source)}",
+            EXIT_ERROR,
+        )
 
 
 @app.command("worker")
@@ -264,15 +369,17 @@ def worker_command(
     sys.path.insert(0, str(folder))
     shell = InteractiveShell.instance()
     console = _console()
-    for source in ["%load_ext romancy_nb", *definition_cells(nb)]:
-        result = shell.run_cell(source, silent=True)
-        if not result.success:
-            error = result.error_before_exec or result.error_in_exec
-            raise _fail(
-                f"{notebook}: a definition cell failed: {type(error).__name__}: {error}\n"
-                f"{_first_lines(source)}",
-                EXIT_ERROR,
-            )
+    _run_definition(shell, "%load_ext romancy_nb", f"{notebook}: %load_ext romancy_nb")
+    log = _console(stderr=True)
+    for definition in definitions(nb):
+        where = f"{notebook}, code cell {definition.number}"
+        if definition.source is None:
+            log.print(f"{where}: skipped, {definition.skipped}", markup=False)
+            continue
+        # Said before the cell runs, so a cell that ends the process (os._exit, a crash in
+        # an extension) is named by the last line the worker wrote.
+        log.print(f"{where}: loading", markup=False)
+        _run_definition(shell, definition.source, where)
     shell.run_cell("import romancy_nb as _rn\n_romancy_app = _rn.current_app()", silent=True)
     served = shell.user_ns["_romancy_app"]
     names = sorted(wf.name for wf in served.registry.workflows())
