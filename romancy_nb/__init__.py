@@ -37,6 +37,7 @@ from romancy_nb.errors import (
     RetryExhaustedError,
     RomancyError,
     SerializationError,
+    SharedFileError,
     StoreError,
     StoreUnavailableError,
     TerminalError,
@@ -44,6 +45,7 @@ from romancy_nb.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
+from romancy_nb.store import connect
 
 __version__ = "0.1.0"
 
@@ -106,6 +108,7 @@ __all__ = [
     "RetryPolicy",
     "RomancyError",
     "SerializationError",
+    "SharedFileError",
     "StepInfo",
     "StoreError",
     "StoreUnavailableError",
@@ -117,6 +120,7 @@ __all__ = [
     "WorkflowNotFound",
     "__version__",
     "activity",
+    "connect",
     "current_app",
     "events",
     "history",

@@ -2,8 +2,8 @@
 
 Times become timezone-aware ``datetime64[ns, UTC]`` columns, JSON columns are decoded to
 Python values, and a view whose table does not exist yet (an older database) is an empty
-frame with the same columns. Tables are read through the store (``read_table``); this module
-writes no SQL.
+frame with the same columns. Tables are read through the store protocol (``read_table``);
+this module writes no SQL.
 
 ``events()``, ``timers()`` and ``messages()`` read the tables of durable waiting
 (``channel_messages`` and ``waits``): ``timers()`` is every pending wait with a deadline (a
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from romancy_nb.engine import App
+    from romancy_nb.store import TableRows
 
 INSTANCE_COLUMNS = [
     "instance_id",
@@ -116,22 +117,19 @@ def read(
 ) -> pd.DataFrame | None:
     """One store table as a typed DataFrame; None if the table does not exist."""
 
-    reader = getattr(app.store, "read_table", None)
-    if reader is None:
-        raise NotImplementedError(f"the {type(app.store).__name__} store has no read_table")
     app._ensure_schema()
     # Building a big frame allocates millions of small objects and no reference cycles:
     # pausing the cyclic GC meanwhile saves about a third of the time on 100,000 steps.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _frame(reader(table, where), decode_json)
+        return _frame(app.store.read_table(table, where), decode_json)
     finally:
         if paused:
             gc.enable()
 
 
-def _frame(found: Any, decode_json: bool) -> pd.DataFrame | None:
+def _frame(found: TableRows | None, decode_json: bool) -> pd.DataFrame | None:
     import pandas as pd
 
     if found is None:

@@ -269,18 +269,15 @@ class InstanceView(w.VBox):
     def _show_waits(self, status: str) -> None:
         timer: dict[str, Any] | None = None
         event: dict[str, Any] | None = None
-        found = self.app.store.read_table("waits", {"instance_id": self.instance_id})
-        if found is not None and status not in FINAL:
-            columns, rows = found
-            for row in rows:
-                wait = dict(zip(columns, row, strict=True))
-                if wait.get("kind") == "wait_event" and wait.get("channel"):
-                    event = {"type": wait["channel"], "step_id": wait["step_id"]}
-                elif wait.get("fire_at") is not None:
-                    timer = {"step_id": wait["step_id"], "fire_at": wait["fire_at"]}
+        if status not in FINAL:
+            for wait in self.app.store.load_waits(self.instance_id):
+                if wait.kind == "wait_event" and wait.channel:
+                    event = {"type": wait.channel, "step_id": wait.step_id}
+                elif wait.fire_at is not None:
+                    timer = {"step_id": wait.step_id, "fire_at": wait.fire_at}
         self._waiting_timer = timer["step_id"] if timer else None
         self._waiting_event = event["type"] if event else None
-        can_fire = timer is not None and hasattr(self.app, "fire_timer")
+        can_fire = timer is not None
         self.timeline.waiting = {
             **({"timer": timer} if timer else {}),
             **({"event": event} if event else {}),
@@ -288,7 +285,7 @@ class InstanceView(w.VBox):
         }
         self.timer_box.layout.display = "flex" if timer else "none"
         self.fire_button.disabled = not can_fire
-        self.fire_button.tooltip = "" if can_fire else "this engine cannot fire timers early"
+        self.fire_button.tooltip = "" if can_fire else "no pending timer"
         self.event_box.layout.display = "flex" if event else "none"
 
     # actions
