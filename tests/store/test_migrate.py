@@ -7,7 +7,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from romancy_nb.store import migrate, open_store
+import romancy_nb as rn
+from romancy_nb.store import Store, migrate, open_store
 
 
 def test_parse_splits_up_and_down() -> None:
@@ -56,3 +57,84 @@ def test_down_migrations_undo_the_schema(tmp_path: Path) -> None:
     }
     assert left == {"schema_migrations"}
 
+
+# statement by statement: APSW stops a multi-statement string at the first row it returns
+
+_WITH_SELECT = """-- migrate:up
+CREATE TABLE extra_a (x INTEGER);
+SELECT 1; -- returns a row
+INSERT INTO extra_a VALUES (1);
+CREATE TABLE extra_b (y TEXT DEFAULT 'semi;colon');
+CREATE TRIGGER extra_t AFTER INSERT ON extra_a BEGIN INSERT INTO extra_b (y) VALUES ('x;'); END;
+SELECT x FROM extra_a;
+INSERT INTO extra_a VALUES (2)
+-- migrate:down
+DROP TABLE extra_b;
+DROP TABLE extra_a;
+"""
+
+_FAILING = """-- migrate:up
+CREATE TABLE extra_c (x INTEGER);
+SELECT 1;
+INSERT INTO extra_c VALUES (1);
+INSERT INTO no_such_table VALUES (1);
+CREATE TABLE extra_d (x INTEGER);
+-- migrate:down
+DROP TABLE extra_c;
+"""
+
+
+def _with_extra(monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> str:
+    version = "29990101000000"
+    shipped = migrate.load
+    extra = migrate.parse(version, name, text)
+    monkeypatch.setattr(migrate, "load", lambda package: [*shipped(package), extra])
+    return version
+
+
+def _rows(store: Store, table: str) -> list[tuple[object, ...]]:
+    found = store.read_table(table)
+    assert found is not None, f"no table {table}"
+    return found[1]
+
+
+def _versions(path: Path) -> list[str]:
+    connection = apsw.Connection(str(path))
+    try:
+        return [r[0] for r in connection.execute("SELECT version FROM schema_migrations")]
+    finally:
+        connection.close()
+
+
+def test_a_migration_with_a_select_runs_every_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = _with_extra(monkeypatch, "with_select", _WITH_SELECT)
+    path = tmp_path / "select.db"
+    store = open_store(path)
+    try:
+        assert store.migrate()[-1] == version
+        assert _rows(store, "extra_a") == [(1,), (2,)]
+        assert _rows(store, "extra_b") == [("x;",)]
+    finally:
+        store.close()
+    assert _versions(path)[-1] == version
+
+
+def test_a_failing_statement_rolls_the_whole_migration_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = _with_extra(monkeypatch, "failing", _FAILING)
+    path = tmp_path / "failing.db"
+    store = open_store(path)
+    try:
+        with pytest.raises(rn.StoreError) as info:
+            store.migrate()
+        assert f"{version}_failing" in str(info.value)
+        assert "statement 4" in str(info.value) and "no_such_table" in str(info.value)
+        assert store.read_table("extra_c") is None  # nothing of it was applied
+        assert store.read_table("extra_d") is None
+        assert store.read_table("workflow_instances") is not None  # the shipped ones were
+    finally:
+        store.close()
+    assert version not in _versions(path)
