@@ -13,12 +13,15 @@
   busy timeout, since they run on threads or once at open.
 
 Read-only: with ``readonly=True``, ``?mode=ro`` in a URI, or a file this user may not write
-(``os.access``), the store opens with ``SQLITE_OPEN_READONLY``: lists and views work, a
-write raises a clear ``StoreError``. If the folder is not writable either and no ``-shm``
-file exists, nobody can be writing the database in WAL mode (a writer needs the ``-wal`` and
-``-shm`` files there), so it is opened ``immutable=1``, the only way SQLite reads a WAL
-database whose folder it cannot write (https://sqlite.org/wal.html#readonly). ``readonly=True``
-is what makes this testable as root, whom ``os.access`` never refuses.
+(``os.access``; or a folder it may not write, where no ``-wal`` file exists for it to write
+into), the store opens with ``SQLITE_OPEN_READONLY``: lists and views work, a write raises
+a clear ``StoreError``, and migrations only check that the schema is current. If the folder
+is not writable and no ``-shm`` file exists, nobody can be writing the database in WAL mode
+(a writer needs its ``-wal`` and ``-shm`` files there), so it is opened ``immutable=1``, the
+only way SQLite reads a WAL database whose folder it cannot write
+(https://sqlite.org/wal.html#readonly). Root passes every ``os.access`` check: it asks with
+``readonly=True`` (the tests also run a process as root without ``CAP_DAC_OVERRIDE``, which
+makes file modes apply to it).
 """
 
 from __future__ import annotations
@@ -84,9 +87,7 @@ def resolve(url: str, *, readonly: bool = False) -> Target:
     file = file.resolve()
     where = str(file)
     _refuse_non_database(file)
-    why = "opened with readonly=True" if readonly else None
-    if why is None and file.exists() and not os.access(file, os.W_OK):
-        why = "this user may not write the file"
+    why = _readonly_reason(file, readonly)
     if why is not None:
         if not file.exists():
             raise StoreError(f"no database at {file} to open read-only", path=where)
@@ -95,6 +96,19 @@ def resolve(url: str, *, readonly: bool = False) -> Target:
             params.append(("immutable", "1"))
     query = f"?{urlencode(params)}" if params else ""
     return Target(f"file:{quote(where)}{query}", where, file, why)
+
+
+def _readonly_reason(file: Path, asked: bool) -> str | None:
+    """Why the store must open ``file`` read-only; None if it may write it."""
+    if asked:
+        return "opened with readonly=True"
+    if not file.exists():
+        return None
+    if not os.access(file, os.W_OK):
+        return "this user may not write the file"
+    if not os.access(file.parent, os.W_OK) and not Path(f"{file}-wal").exists():
+        return "this user may not write its folder, where SQLite keeps its -wal and -shm files"
+    return None
 
 
 def _refuse_non_database(file: Path) -> None:
