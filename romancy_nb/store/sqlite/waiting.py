@@ -115,7 +115,7 @@ class WaitingQueries:
         db: apsw.Connection, instance_id: str, channel: str, mode: str, cursor: int
     ) -> MessageRecord | None:
         key: Any = instance_id if mode == "direct" else cursor
-        rows = db.execute(_NEXT_MESSAGE[mode], (channel, key)).fetchall()
+        rows: list[tuple[Any, ...]] = db.execute(_NEXT_MESSAGE[mode], (channel, key)).fetchall()
         return MessageRecord(*rows[0]) if rows else None
 
     @staticmethod
@@ -132,7 +132,7 @@ class WaitingQueries:
     def _subscription(
         db: apsw.Connection, instance_id: str, channel: str
     ) -> tuple[str, int] | None:
-        rows = db.execute(
+        rows: list[tuple[Any, ...]] = db.execute(
             "SELECT mode, cursor FROM channel_subscriptions WHERE instance_id = ? AND channel = ?",
             (instance_id, channel),
         ).fetchall()
@@ -152,7 +152,7 @@ class WaitingQueries:
                     return self._end_wait(
                         db, instance_id, wait, seq, "completed", message_output(message), now
                     )
-        stored = db.execute(
+        stored: list[tuple[Any, ...]] = db.execute(
             "SELECT fire_at FROM waits WHERE instance_id = ? AND step_id = ?",
             (instance_id, wait.step_id),
         ).fetchall()
@@ -251,7 +251,7 @@ class WaitingQueries:
 
     def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
         with self._c.immediate() as db:
-            rows = db.execute(
+            rows: list[tuple[Any, ...]] = db.execute(
                 "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 f"WHERE w.instance_id = ? AND w.step_id = ? AND i.status IN {_WAITING} "
@@ -270,7 +270,8 @@ class WaitingQueries:
                 )
                 return False
             wait = WaitSpec(step_id, *rows[0])
-            seq = db.execute(_NEXT_SEQ, (instance_id,)).fetchall()[0][0]
+            next_seq: list[tuple[Any, ...]] = db.execute(_NEXT_SEQ, (instance_id,)).fetchall()
+            seq: int = next_seq[0][0]
             if self._answer(db, instance_id, wait, seq, now) is None:
                 return False
             db.execute(
@@ -364,7 +365,7 @@ class WaitingQueries:
         # every waiting instance must not hold the engine connection's mutex meanwhile.
         connection = self._c.open()
         try:
-            rows = connection.execute(
+            rows: list[tuple[Any, ...]] = connection.execute(
                 "SELECT w.instance_id, i.workflow_name, w.step_id FROM waits w "
                 "JOIN workflow_instances i ON i.instance_id = w.instance_id "
                 "LEFT JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
@@ -403,7 +404,7 @@ class WaitingQueries:
             # ``mode IN (the others)``, not ``mode != ?``: seeks in the (channel, mode) index
             # instead of reading every subscriber of a channel with 100,000 of them
             others = [m for m in ("broadcast", "competing", "direct") if m != mode]
-            other = db.execute(
+            other: list[tuple[Any, ...]] = db.execute(
                 "SELECT mode FROM channel_subscriptions WHERE channel = ? AND mode IN (?, ?) "
                 "AND instance_id != ? LIMIT 1",
                 (channel, *others, instance_id),
@@ -511,7 +512,7 @@ class WaitingQueries:
 
     def recur(self, instance_id: str, owner: str, input_json: str, now: float) -> int:
         with self._c.immediate() as db:
-            rows = db.execute(
+            rows: list[tuple[Any, ...]] = db.execute(
                 "SELECT input, created_at FROM workflow_instances WHERE instance_id = ? "
                 "AND lock_owner = ?",
                 (instance_id, owner),
@@ -522,11 +523,13 @@ class WaitingQueries:
                     instance_id=instance_id,
                 )
             old_input, created_at = rows[0]
-            last = db.execute(  # the newest archived run, by primary key (no scan)
-                "SELECT run_no, ended_at FROM workflow_runs_archive WHERE instance_id = ? "
-                "ORDER BY run_no DESC LIMIT 1",
-                (instance_id,),
-            ).fetchall()
+            last: list[tuple[Any, ...]] = (
+                db.execute(  # the newest archived run, by primary key (no scan)
+                    "SELECT run_no, ended_at FROM workflow_runs_archive WHERE instance_id = ? "
+                    "ORDER BY run_no DESC LIMIT 1",
+                    (instance_id,),
+                ).fetchall()
+            )
             run_no, last_end = (last[0][0] + 1, last[0][1]) if last else (1, None)
             db.execute(
                 f"INSERT INTO workflow_history_archive (run_no, {_STEP_COLUMNS}) "

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import apsw
 
@@ -50,13 +51,15 @@ _IN_MODIFY, _IN_CREATE, _IN_MOVED_TO = 0x2, 0x100, 0x80
 
 def probe(connection: apsw.Connection) -> ChangeHint:
     """The newest message id ever stored and the earliest pending timer."""
-    last_id, next_fire_at = connection.execute(_PROBE).fetchall()[0]
+    row: tuple[Any, ...] = connection.execute(_PROBE).fetchall()[0]
+    last_id, next_fire_at = row
     return ChangeHint(last_id or 0, next_fire_at)
 
 
 def data_version(connection: apsw.Connection) -> int:
     """Changes when another connection committed since this one last asked."""
-    return connection.execute("PRAGMA data_version").fetchall()[0][0]
+    rows: list[tuple[Any, ...]] = connection.execute("PRAGMA data_version").fetchall()
+    return int(rows[0][0])
 
 
 class FolderWrites:
