@@ -19,6 +19,7 @@ import json
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,15 +87,28 @@ async def lc_flow(ctx: rn.WorkflowContext, steps: int, gated: bool = False) -> i
 
 
 class SleepRecorder(apsw.VFS):
-    """SQLite's default VFS, recording who sleeps in it (the busy handler's waits)."""
+    """SQLite's default VFS, recording who sleeps in it (the busy handler's waits).
+
+    Each sleep keeps the thread and the romancy_nb frames that led to it, so a failure
+    names the engine call that busy-waited.
+    """
 
     def __init__(self) -> None:
-        self.sleepers: list[int] = []
+        self.sleeps: list[tuple[int, str]] = []
         super().__init__("lc-sleep-recorder", base="", makedefault=True)
 
     def xSleep(self, microseconds: int) -> int:
-        self.sleepers.append(threading.get_ident())
+        frames = [
+            f"{Path(f.filename).name}:{f.lineno} {f.name}"
+            for f in traceback.extract_stack()
+            if "romancy_nb" in f.filename
+        ]
+        self.sleeps.append((threading.get_ident(), " <- ".join(reversed(frames))))
         return super().xSleep(microseconds)
+
+    def on(self, thread: int) -> Counter[str]:
+        """Where the given thread slept in SQLite, and how often."""
+        return Counter(where for ident, where in self.sleeps if ident == thread)
 
 
 def _busy_wait_once(path: Path) -> None:
@@ -118,8 +132,8 @@ def sleeps(tmp_path: Path) -> Iterator[SleepRecorder]:
     recorder = SleepRecorder()
     try:
         _busy_wait_once(tmp_path / "probe.db")
-        assert threading.get_ident() in recorder.sleepers, "the recorder missed a busy wait"
-        recorder.sleepers.clear()
+        assert recorder.on(threading.get_ident()), "the recorder missed a busy wait"
+        recorder.sleeps.clear()
         yield recorder
     finally:  # every connection through it is closed by now (the store fixture's, too)
         recorder.unregister()
@@ -195,8 +209,8 @@ async def test_a_write_lock_held_by_another_process_pauses_the_workflow(
             await locker.wait()
         assert _locks_met(store), "the workflow never met the other process's lock"
         _check(app, db_path, iid, 5)
-    loop_thread = threading.get_ident()
-    assert loop_thread not in sleeps.sleepers, "the event loop busy-waited on SQLite's lock"
+    loop_sleeps = sleeps.on(threading.get_ident())
+    assert loop_sleeps == Counter(), f"the event loop busy-waited on SQLite's lock: {loop_sleeps}"
 
 
 # an async transactional activity holds its session across an await
@@ -252,8 +266,9 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
             assert statuses == {holder: "completed", other: "completed"}
     finally:
         ticker.cancel()
-    assert threading.get_ident() not in sleeps.sleepers, (
-        "the event loop busy-waited on SQLite's lock while a session of this process held it"
+    loop_sleeps = sleeps.on(threading.get_ident())
+    assert loop_sleeps == Counter(), (
+        f"the event loop busy-waited on SQLite's lock while a session held it: {loop_sleeps}"
     )
 
 
