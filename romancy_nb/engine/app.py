@@ -1,8 +1,11 @@
 """``App``: the one object a script, a worker or a notebook holds.
 
-It owns the store, this process's worker identity and lease, the thread pool for sync
-activities, and the background sweep that renews the lease, resumes orphaned instances and
-honours cancellations asked for by other processes.
+It owns the store and the gate every engine call to it goes through, this process's worker
+identity and lease, the thread pool for sync activities, and three collaborators:
+:class:`~romancy_nb.engine.instances.Instances` (the runs of this process, recovery),
+:class:`~romancy_nb.engine.wakeups.Waker` (ending waits) and the background sweep that
+renews the lease, resumes orphaned instances and honours cancellations asked for by other
+processes.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from romancy_nb.engine import ids, leases, replayer
+from romancy_nb.engine import channels, events, ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
 from romancy_nb.engine.definitions import Workflow
 from romancy_nb.engine.failures import error_from_json
+from romancy_nb.engine.gate import StoreGate
 from romancy_nb.engine.info import (
     InstanceInfo,
     InstancePage,
@@ -30,12 +35,14 @@ from romancy_nb.engine.info import (
 from romancy_nb.engine.info import (
     page_token as make_page_token,
 )
+from romancy_nb.engine.instances import Instances, Listeners
 from romancy_nb.engine.registry import Registry
 from romancy_nb.engine.registry import registry as default_registry
 from romancy_nb.engine.replayer import ReplayReport
 from romancy_nb.engine.retry import RetryPolicy
-from romancy_nb.engine.runner import Outcome, WorkflowRun
-from romancy_nb.engine.wakeups import WaitingApp
+from romancy_nb.engine.runner import WorkflowRun
+from romancy_nb.engine.signals import StoreFault
+from romancy_nb.engine.wakeups import Waker, WakeSettings
 from romancy_nb.errors import InvalidWorkflowState, WorkflowCancelled, WorkflowNotFound
 from romancy_nb.store import (
     FINAL_STATUSES,
@@ -45,23 +52,32 @@ from romancy_nb.store import (
     Store,
     open_store,
 )
+from romancy_nb.store.protocol import MessageRecord, Wakeup
 
 log = logging.getLogger("romancy_nb")
 
+_RAISING = ("failed", "cancelled", "diverged")
+"""Outcomes of a run here that ``result`` raises at once (a divergence waits for a fix)."""
 
-class App(WaitingApp):
+
+class App:
     """A romancy_nb application bound to one database.
 
     ``App("orders.db")`` opens (or creates) an APSW SQLite file; ``":memory:"`` keeps
-    everything in memory. Use ``async with App(...) as app:`` (or ``await app.open()`` /
-    ``await app.close()``); ``start`` opens it on first use too. ``synchronous="FULL"``
-    makes every step survive power loss at the cost of an fsync per commit; steps of
-    concurrent instances then share commits (``group_commit``, on by default in FULL).
+    everything in memory; a ready :class:`~romancy_nb.store.Store` object is used as it is.
+    Use ``async with App(...) as app:`` (or ``await app.open()`` / ``await app.close()``);
+    ``start`` opens it on first use too. ``synchronous="FULL"`` makes every step survive
+    power loss at the cost of an fsync per commit; steps of concurrent instances then share
+    commits (``group_commit``, on by default in FULL).
+
+    A lock held by another process, a full disk or an I/O error pauses the affected runs
+    until the store is back (``busy_timeout`` bounds how long a transactional activity's
+    session waits for the lock before its attempt is retried); it never fails a workflow.
     """
 
     def __init__(
         self,
-        db: str | Path = "romancy.db",
+        db: str | Path | Store = "romancy.db",
         *,
         default_retry: RetryPolicy | None = None,
         synchronous: str = "NORMAL",
@@ -77,7 +93,6 @@ class App(WaitingApp):
     ) -> None:
         if synchronous not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ValueError("synchronous must be 'NORMAL', 'FULL', 'EXTRA' or 'OFF'")
-        self.url = str(db)
         self.default_retry = default_retry
         self.registry = registry or default_registry
         self.lease_seconds = lease_seconds
@@ -87,20 +102,30 @@ class App(WaitingApp):
         self.watch_interval = watch_interval
         self.message_retention = message_retention
         self.archive_retention = archive_retention
-        self._store_options = {"synchronous": synchronous, "busy_timeout": busy_timeout}
+        self._store_options = {
+            "synchronous": synchronous,
+            "busy_timeout": busy_timeout,
+            "wait_for_locks": False,
+        }
         self._max_threads = max_threads
-        self.store: Store = open_store(self.url, **self._store_options)
+        if isinstance(db, str | Path):
+            self.url = str(db)
+            self._given_store: Store | None = None
+            self.store: Store = open_store(self.url, **self._store_options)
+        else:
+            self.url = db.url
+            self._given_store = db
+            self.store = db
         self._store_open = True
+        self.gate = StoreGate(inline=self.store.inline)
         self._migrated = False
         self._worker = leases.new_worker()
         self.executor: ThreadPoolExecutor | None = None
         full = synchronous in ("FULL", "EXTRA")
         self._group_commit = full if group_commit is None else group_commit
-        self.committer: GroupCommitter | None = None
-        self._runs: dict[str, WorkflowRun] = {}
-        self._launch_waiters: dict[str, asyncio.Event] = {}
-        self._listeners: list[Callable[[str, StepRecord | None], None]] = []
-        self._diverged: dict[str, int] = {}
+        self._listeners = Listeners()
+        self._instances: Instances | None = None
+        self._waker: Waker | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -114,8 +139,29 @@ class App(WaitingApp):
     def is_open(self) -> bool:
         return self._loop is not None
 
+    @property
+    def group_commit(self) -> bool:
+        """Whether steps of concurrent instances share commits (default: in FULL modes)."""
+        return self._group_commit
+
+    def running(self) -> list[str]:
+        """Ids of the instances that have a run in this process right now.
+
+        A waiting instance has none: it holds no coroutine or lease until it is woken.
+        """
+        return [] if self._instances is None else self._instances.running()
+
+    async def sweep(self) -> int:
+        """Run the waiting safety net now (wake what can be woken, apply retention) instead
+        of at the next ``sweep_interval``; returns how many instances woke."""
+        await self._ensure_open()
+        assert self._waker is not None
+        return await self._waker.sweep()
+
     def _ensure_schema(self) -> None:
         if not self._store_open:
+            if self._given_store is not None:
+                raise RuntimeError("this App's store was closed; give the App a new store")
             self.store = open_store(self.url, **self._store_options)
             self._store_open = True
             self._migrated = False
@@ -127,21 +173,38 @@ class App(WaitingApp):
         """Apply migrations, register this worker, resume orphaned instances, start sweeps."""
         if self._loop is not None:
             return self
-        self._ensure_schema()
+        await self._call_blocking(self._ensure_schema)
         worker = leases.new_worker()
-        self.store.register_worker(worker)  # may fail (locked): then nothing is half-open
+        await self._call(self.store.register_worker, worker)
         self._worker = worker
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.executor = ThreadPoolExecutor(self._max_threads, thread_name_prefix="romancy")
+        committer = None
         if self._group_commit:
-            self.committer = GroupCommitter(self.store, worker.worker_id, self._loop)
+            committer = GroupCommitter(self.store, self.gate, worker.worker_id, loop)
+        self._instances = Instances(
+            store=self.store,
+            gate=self.gate,
+            registry=self.registry,
+            worker_id=worker.worker_id,
+            default_retry=self.default_retry,
+            executor=self.executor,
+            committer=committer,
+            lease_seconds=self.lease_seconds,
+            listeners=self._listeners,
+            loop=loop,
+        )
+        settings = WakeSettings(
+            self.watch_interval, self.sweep_interval, self.message_retention, self.archive_retention
+        )
         try:
-            self._recover()
+            await self._instances.recover()
+            self._waker = self._instances.waker = Waker(self._instances, settings, loop)
+            await self._waker.start()
         except BaseException:
             await self.close()
             raise
-        self._start_waiting()
-        self._sweeper = self._loop.create_task(self._sweep_forever(), name="romancy-sweeper")
+        self._sweeper = loop.create_task(self._sweep_forever(), name="romancy-sweeper")
         return self
 
     async def close(self) -> None:
@@ -154,18 +217,20 @@ class App(WaitingApp):
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        await self._stop_waiting()
-        tasks = [run.task for run in self._runs.values() if run.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._runs.clear()
-        self.store.remove_worker(self.worker_id)
+            self._sweeper = None
+        waker, self._waker = self._waker, None
+        if waker is not None:
+            await waker.stop()
+        if self._instances is not None:
+            await self._instances.close()
+            self._instances = None
+        with contextlib.suppress(Exception):  # a failing store still closes
+            self.store.remove_worker(self.worker_id)
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
-        self.committer = None
         self._loop = None
+        self.gate.close()
         self.store.close()
         self._store_open = False
 
@@ -175,7 +240,7 @@ class App(WaitingApp):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _ensure_open(self) -> None:
+    async def _ensure_open(self) -> Instances:
         if self._loop is None:
             await self.open()
         elif self._loop is not asyncio.get_running_loop():
@@ -183,6 +248,22 @@ class App(WaitingApp):
                 "this App was opened on another event loop; open one App per loop "
                 "(or close it first)"
             )
+        assert self._instances is not None
+        return self._instances
+
+    async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """A store call from the app's own bookkeeping; a non-transient fault is raised as
+        the :class:`~romancy_nb.errors.StoreError` it is (there is no run to pause)."""
+        try:
+            return await self.gate.call(method, *args)
+        except StoreFault as fault:
+            raise fault.error from None
+
+    async def _call_blocking(self, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await self.gate.call_blocking(method, *args)
+        except StoreFault as fault:
+            raise fault.error from None
 
     # listeners
 
@@ -195,18 +276,10 @@ class App(WaitingApp):
         worker thread for a step recorded by a sync transactional activity: keep it short
         and thread-safe. An exception in a listener is logged and ignored.
         """
-        self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def remove_listener(self, callback: Callable[[str, StepRecord | None], None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
-
-    def _notify(self, instance_id: str, step: StepRecord | None = None) -> None:
-        for callback in list(self._listeners):
-            try:
-                callback(instance_id, step)
-            except Exception:
-                log.exception("listener %r failed; ignored", callback)
+        self._listeners.remove(callback)
 
     # starting and awaiting
 
@@ -232,7 +305,7 @@ class App(WaitingApp):
         Starting with an ``instance_id`` that exists already starts nothing and returns the
         id, so a start can be retried safely (an idempotency key).
         """
-        await self._ensure_open()
+        instances = await self._ensure_open()
         wf = self._workflow(workflow)
         shape = wf.shape
         values = shape.validate_input(shape.bind(args, kwargs))
@@ -240,49 +313,24 @@ class App(WaitingApp):
         iid = str(uuid.uuid4()) if instance_id is None else ids.validate_instance_id(instance_id)
         now = time.time()
         record = InstanceRecord(
-            iid,
-            wf.name,
-            "running",
-            input_json,
-            None,
-            None,
-            self.worker_id,
-            None,
-            wf.code_version,
-            now,
-            now,
-        )
-        if not self.store.create_instance(record):
-            existing = self.store.get_instance(iid)
-            if existing is not None and existing.workflow_name != wf.name:
-                raise InvalidWorkflowState(
-                    f"instance id {iid!r} already belongs to workflow "
-                    f"{existing.workflow_name!r}, not {wf.name!r}",
-                    instance_id=iid,
+            iid, wf.name, "running", input_json, None, None, self.worker_id, None,
+            wf.code_version, now, now,
+        )  # fmt: skip
+        with instances.claiming(iid) as free:
+            created = free and await self._call(self.store.create_instance, record)
+            if created:
+                instances.launch(
+                    WorkflowRun(instances, wf, iid, input_json=input_json, args=values)
                 )
-            return iid
-        self._launch(WorkflowRun(self, wf, iid, input_json=input_json, args=values))
+                return iid
+        existing = await self._call(self.store.get_instance, iid)
+        if existing is not None and existing.workflow_name != wf.name:
+            raise InvalidWorkflowState(
+                f"instance id {iid!r} already belongs to workflow "
+                f"{existing.workflow_name!r}, not {wf.name!r}",
+                instance_id=iid,
+            )
         return iid
-
-    def _launch(self, run: WorkflowRun) -> None:
-        assert self._loop is not None
-        run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
-        self._runs[run.instance_id] = run
-        run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
-        waiter = self._launch_waiters.pop(run.instance_id, None)
-        if waiter is not None:
-            waiter.set()
-        self._notify(run.instance_id)
-
-    def _finished(self, run: WorkflowRun, task: asyncio.Task[Outcome]) -> None:
-        if self._runs.get(run.instance_id) is run:
-            del self._runs[run.instance_id]
-        self._notify(run.instance_id)
-        if task.cancelled():
-            return
-        outcome = task.result()
-        if outcome.status == "diverged":
-            self._diverged[run.instance_id] = self.registry.generation
 
     async def result(self, instance_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the instance to end; return its result or raise its error.
@@ -290,35 +338,41 @@ class App(WaitingApp):
         A failed instance raises the workflow's own error (rebuilt from the store when it
         ran elsewhere); a cancelled one raises :class:`WorkflowCancelled`.
         """
-        await self._ensure_open()
+        instances = await self._ensure_open()
         try:
-            return await self._await_result(instance_id, timeout)
+            return await self._await_result(instances, instance_id, timeout)
         finally:
-            self._launch_waiters.pop(instance_id, None)
+            instances.drop_waiter(instance_id)
 
-    async def _await_result(self, instance_id: str, timeout: float | None) -> Any:
+    async def _await_result(
+        self, instances: Instances, instance_id: str, timeout: float | None
+    ) -> Any:
         async with asyncio.timeout(timeout):
             delay = 0.005
             while True:
-                run = self._runs.get(instance_id)
-                if run is not None and run.task is not None:
-                    outcome = await asyncio.shield(run.task)
-                    if outcome.status == "completed":
-                        return outcome.value
-                    if outcome.error is not None and outcome.status != "stopped":
-                        raise outcome.error
-                    if self._runs.get(instance_id) is not run:
-                        continue  # a new run took over (woken, recurred)
-                    # suspended or stopped: awaiting the finished task again would never
-                    # yield to the loop (its done-callback has not removed it yet)
-                record = self.store.get_instance(instance_id)
+                run = instances.get(instance_id)
+                task = run.task if run is not None else None
+                if task is not None:
+                    await asyncio.wait({task})  # never cancels the run, nor raises its error
+                    failed = task.cancelled() or task.exception() is not None
+                    outcome = None if failed else task.result()
+                    if outcome is not None:
+                        if outcome.status == "completed":
+                            return outcome.value
+                        if outcome.error is not None and outcome.status in _RAISING:
+                            raise outcome.error
+                        if instances.get(instance_id) is not run:
+                            continue  # a new run took over (woken, recurred)
+                    # suspended, stopped or paused: awaiting the finished task again would
+                    # never yield to the loop (its done-callback has not removed it yet)
+                record = await self._call(self.store.get_instance, instance_id)
                 if record is None:
                     raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
                 if record.status in FINAL_STATUSES:
                     return self._final_result(record)
                 # Woken at once when the instance is launched here (resumed after a wait);
                 # the growing delay is for instances that run in another process.
-                waiter = self._launch_waiters.setdefault(instance_id, asyncio.Event())
+                waiter = instances.launch_waiter(instance_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), delay)
                 delay = min(delay * 2, 0.25)
@@ -374,7 +428,7 @@ class App(WaitingApp):
         If another live worker runs the instance, the request is stored and that worker
         cancels it at its next sweep; the status returned is then the current one.
         """
-        await self._ensure_open()
+        instances = await self._ensure_open()
         record = self._record(instance_id)
         if record.status in FINAL_STATUSES:
             raise InvalidWorkflowState(
@@ -382,93 +436,140 @@ class App(WaitingApp):
                 instance_id=instance_id,
                 status=record.status,
             )
-        self.store.request_cancel(instance_id, reason)
-        run = self._runs.get(instance_id)
-        if run is None and self._claim_if_free(record):
-            wf = self.registry.find_workflow(record.workflow_name)
-            if wf is None:
-                self.store.release_instance(instance_id, self.worker_id)
-                raise WorkflowNotFound(
-                    f"cannot cancel {instance_id!r} here: its workflow "
-                    f"{record.workflow_name!r} is not defined in this process",
-                    instance_id=instance_id,
-                )
-            run = self._resumed_run(wf, self._record(instance_id))
-            self._launch(run)
-        elif run is not None:
+        await self._call(self.store.request_cancel, record.instance_id, reason)
+        run = instances.get(record.instance_id)
+        if run is not None:
             run.cancel(reason)
+        else:
+            with instances.claiming(record.instance_id) as free:
+                if free and await instances.claim_if_free(record):
+                    wf = self.registry.find_workflow(record.workflow_name)
+                    if wf is None:
+                        await self._call(
+                            self.store.release_instance, record.instance_id, self.worker_id
+                        )
+                        raise WorkflowNotFound(
+                            f"cannot cancel {instance_id!r} here: its workflow "
+                            f"{record.workflow_name!r} is not defined in this process",
+                            instance_id=instance_id,
+                        )
+                    run = await instances.resumed_run(wf, self._record(instance_id))
+                    instances.launch(run)
         if run is not None and run.task is not None:
             await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
         return self._record(instance_id).status
 
-    def _claim_if_free(self, record: InstanceRecord) -> bool:
-        owner = record.lock_owner
-        if owner is not None:
-            now = time.time()
-            holders = {w.worker_id: w for w in self.store.list_workers()}
-            holder = holders.get(owner)
-            if holder is not None and leases.is_alive(holder, now, self.lease_seconds):
-                return False
-        return self.store.claim_instance(record.instance_id, self.worker_id, owner)
-
-    # recovery and sweeps
-
-    def _resumed_run(self, wf: Workflow[Any, Any], record: InstanceRecord) -> WorkflowRun:
-        return WorkflowRun(
-            self,
-            wf,
-            record.instance_id,
-            input_json=record.input,
-            history=self.store.load_history(record.instance_id),
-            attempts=self.store.load_attempts(record.instance_id),
-            status=record.status,
-            stored_error=record.error,
-            cancel_reason=record.cancel_reason,
-        )
-
-    def _recover(self) -> int:
-        """Resume every active instance whose holder is gone and whose workflow we know."""
-        now = time.time()
-        live = [self.worker_id]
-        for worker in self.store.list_workers():
-            if worker.worker_id == self.worker_id:
-                continue
-            if leases.is_alive(worker, now, self.lease_seconds):
-                live.append(worker.worker_id)
-            else:
-                self.store.remove_worker(worker.worker_id)
-        resumed = 0
-        for record in self.store.find_orphans(live):
-            iid = record.instance_id
-            wf = self.registry.find_workflow(record.workflow_name)
-            if iid in self._runs or wf is None:
-                continue
-            if self._diverged.get(iid) == self.registry.generation:
-                continue  # still the code that diverged; wait for a redefinition
-            if not self.store.claim_instance(iid, self.worker_id, record.lock_owner):
-                continue
-            self._launch(self._resumed_run(wf, record))
-            resumed += 1
-        if resumed:
-            log.info("resumed %d instance(s)", resumed)
-        return resumed
-
-    def _honour_cancels(self) -> None:
-        for instance_id, reason in self.store.cancel_requests(self.worker_id):
-            run = self._runs.get(instance_id)
-            if run is not None:
-                run.cancel(reason)
+    # sweeps
 
     async def _sweep_forever(self) -> None:
         tick = max(0.05, min(self.sweep_interval, self.lease_seconds / 3))
         while True:
             await asyncio.sleep(tick)
+            instances = self._instances
+            if instances is None:
+                return
             try:
-                self.store.heartbeat(self.worker_id, time.time())
-                self._honour_cancels()
-                self._recover()
-            except Exception:
+                # the store may wait for the lock on the heartbeat: never on the loop
+                await self.gate.call_blocking(self.store.heartbeat, self.worker_id, time.time())
+                await instances.honour_cancels()
+                await instances.recover()
+            except (Exception, StoreFault):
                 log.exception("background sweep failed; retrying at the next tick")
+
+    # events, messages, timers and groups (engine/events.py, channels.py, wakeups.py)
+
+    async def _post(self, message: MessageRecord) -> str:
+        self._ensure_schema()
+        await self._call(self.store.publish, message)
+        if self._waker is not None:  # wake the waiting subscribers here and now
+            await self._waker.deliver_channel(message.channel)
+        return message.message_id
+
+    async def fire_timer(self, instance_id: str, step_id: str | None = None) -> bool:
+        """Fire the instance's pending timer now, as if it were due ("fire now" in a panel).
+
+        A sleep returns at once (its step records the deadline as the firing time); a wait
+        with a timeout times out. ``step_id`` picks one timer, else the earliest. False if
+        the instance has no pending timer here (it woke already, or waits without one).
+        """
+        await self._ensure_open()
+        timers = await self._call(self.store.pending_timers, instance_id)
+        if step_id is not None:
+            timers = [timer for timer in timers if timer[0] == step_id]
+        record = await self._call(self.store.get_instance, instance_id)
+        if not timers or record is None or self._waker is None:
+            return False
+        chosen, fire_at = timers[0]
+        wakeup = Wakeup(instance_id, record.workflow_name, chosen)
+        return await self._waker.wake(wakeup, max(time.time(), fire_at))
+
+    async def send_event(
+        self,
+        event_type: str,
+        data: Any = None,
+        *,
+        source: str = "romancy_nb",
+        id: str | None = None,
+        time: datetime | None = None,
+        subject: str | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> str:
+        """Send an event; instances subscribed to ``event_type`` receive it. Returns its id.
+
+        Waiting instances defined in this process resume at once; other processes on the
+        same database notice within milliseconds. See :mod:`romancy_nb.engine.events` for
+        which instances receive it. Bad input (an unserializable ``data``, a naive
+        ``time``) raises and stores nothing; a repeated ``id`` is stored once.
+        """
+        return await self._post(
+            events.event_message(
+                event_type,
+                data,
+                source=source,
+                id=id,
+                time=time,
+                subject=subject,
+                extensions=extensions,
+            )
+        )
+
+    async def publish(
+        self, channel: str, data: Any, *, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Publish a message on ``channel`` from outside any workflow; returns its id."""
+        channels.check_name("the channel", channel)
+        return await self._post(
+            channels.new_message(
+                channel,
+                channels.encode_data(data, f"the data published on channel {channel!r}"),
+                channels.encode_metadata(metadata),
+            )
+        )
+
+    async def send_to(
+        self,
+        instance_id: str,
+        channel: str,
+        data: Any,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Send a message to one instance (its ``direct`` subscription on ``channel``)."""
+        channels.check_name("the instance id", instance_id)
+        channels.check_name("the channel", channel)
+        return await self._post(
+            channels.new_message(
+                channel,
+                channels.encode_data(data, f"the data sent on channel {channel!r}"),
+                channels.encode_metadata(metadata),
+                target=instance_id,
+            )
+        )
+
+    def get_group_members(self, group: str) -> list[str]:
+        """The ids of the instances that are members of ``group``, oldest member first."""
+        self._ensure_schema()
+        return self.store.group_members(group)
 
     # management
 

@@ -36,7 +36,7 @@ from romancy_nb.store import StepRecord
 from romancy_nb.store.protocol import MessageRecord, WaitSpec
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.waiting import WaitingRun
+    from romancy_nb.engine.runtime import StepHost
 
 MODES = ("broadcast", "competing", "direct")
 
@@ -74,7 +74,7 @@ def check_timeout(what: str, timeout: Any) -> float | None:
 
 def encode_data(data: Any, what: str) -> str:
     """JSON text of a message's data; a clear error (nothing stored) if it is not storable."""
-    return codec.encode(data, Any, what)
+    return codec.encode_message(data, what)
 
 
 def encode_metadata(metadata: dict[str, Any] | None) -> str:
@@ -107,7 +107,7 @@ def new_message(
 
 
 def decode_data(value: Any, model: Any) -> Any:
-    return value if model is None else codec.adapter(model).validate_python(value)
+    return codec.decode_message(value, model, "the data of a received message")
 
 
 def message_from_step(step: StepRecord, model: Any) -> ChannelMessage:
@@ -128,8 +128,8 @@ def raise_if_failed(step: StepRecord) -> None:
         raise error_from_json(step.error or '{"type": "?", "message": "failed"}')
 
 
-def take_or_suspend(
-    run: WaitingRun,
+async def take_or_suspend(
+    run: StepHost,
     step_id: str,
     kind: str,
     input_json: str,
@@ -143,61 +143,53 @@ def take_or_suspend(
 
     Returns the recorded step; a timeout of 0 with nothing there records ``timed_out``.
     """
-    run._live_wait(status)
-    store = run.app.store
+    run.live_wait(status)
+    store = run.store
     now = time.time()
     fire_at = None if timeout is None else now + timeout
     wait = WaitSpec(step_id, kind, kind, input_json, channel, fire_at)
     try:
-        if auto_subscribe and store.get_subscription_mode(run.instance_id, channel) is None:
-            run._store(store.subscribe, run.instance_id, run.owner, channel, "broadcast", None)
-        step = run._store(store.take_message, run.instance_id, run.owner, wait, next(run._seq), now)
+        if auto_subscribe and (
+            await run.write(store.get_subscription_mode, run.instance_id, channel) is None
+        ):
+            await run.write(store.subscribe, run.instance_id, run.owner, channel, "broadcast", None)
+        step = await run.write(
+            store.take_message, run.instance_id, run.owner, wait, run.next_seq(), now
+        )
     except (ChannelNotSubscribedError, ChannelModeConflictError) as error:
-        run._fail(step_id, kind, input_json, error)
+        await run.fail(step_id, kind, input_json, error)
     if step is not None:
         return step
     if fire_at is not None and fire_at <= now:
-        run._record(step_id, kind, kind, "timed_out", input_json, None, None, 1, now, now)
-        return StepRecord(
-            run.instance_id,
-            0,
-            step_id,
-            kind,
-            kind,
-            "timed_out",
-            input_json,
-            None,
-            None,
-            1,
-            now,
-            now,
-        )
-    run._suspend_on(wait, status)
+        timed_out = run.new_step(step_id, kind, "timed_out", input_json, None)
+        await run.record(timed_out)
+        return timed_out
+    run.suspend_on(wait, status)
 
 
 # receive
 
 
 def receive(
-    run: WaitingRun, channel: str, timeout: float | None, model: Any, receive_id: str | None
+    run: StepHost, channel: str, timeout: float | None, model: Any, receive_id: str | None
 ) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     timeout = check_timeout("receive", timeout)
-    step_id = run._wait_id("receive", receive_id)
+    step_id = run.take_step_id("receive", receive_id)
     return _receive(run, step_id, step_input(channel=channel), channel, timeout, model)
 
 
 async def _receive(
-    run: WaitingRun,
+    run: StepHost,
     step_id: str,
     input_json: str,
     channel: str,
     timeout: float | None,
     model: Any,
 ) -> ChannelMessage:
-    step = run._recorded(step_id, "receive", "receive", input_json)
+    step = run.recorded(step_id, "receive", "receive", input_json)
     if step is None:
-        step = take_or_suspend(
+        step = await take_or_suspend(
             run, step_id, "receive", input_json, channel, timeout, "waiting_for_message"
         )
     if step.status == "timed_out":
@@ -213,66 +205,66 @@ async def _receive(
 # subscriptions
 
 
-def subscribe(run: WaitingRun, channel: str, mode: str) -> Coroutine[Any, Any, Any]:
+def subscribe(run: StepHost, channel: str, mode: str) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    step_id = run._wait_id("subscribe", None)
+    step_id = run.take_step_id("subscribe", None)
     return _subscription_step(run, step_id, "subscribe", channel, mode)
 
 
-def unsubscribe(run: WaitingRun, channel: str) -> Coroutine[Any, Any, Any]:
+def unsubscribe(run: StepHost, channel: str) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
-    step_id = run._wait_id("unsubscribe", None)
+    step_id = run.take_step_id("unsubscribe", None)
     return _subscription_step(run, step_id, "unsubscribe", channel, None)
 
 
 async def _subscription_step(
-    run: WaitingRun, step_id: str, kind: str, channel: str, mode: str | None
+    run: StepHost, step_id: str, kind: str, channel: str, mode: str | None
 ) -> None:
     input_json = (
         step_input(channel=channel, mode=mode) if mode is not None else step_input(channel=channel)
     )
-    recorded = run._recorded(step_id, kind, kind, input_json)
+    recorded = run.recorded(step_id, kind, kind, input_json)
     if recorded is not None:
         raise_if_failed(recorded)
         return
-    step = run._step_record(step_id, kind, "completed", input_json, None)
-    store = run.app.store
+    step = run.new_step(step_id, kind, "completed", input_json, None)
+    store = run.store
     try:
         if mode is None:
-            run._store(store.unsubscribe, run.instance_id, run.owner, channel, step)
+            await run.write(store.unsubscribe, run.instance_id, run.owner, channel, step)
         else:
-            run._store(store.subscribe, run.instance_id, run.owner, channel, mode, step)
+            await run.write(store.subscribe, run.instance_id, run.owner, channel, mode, step)
     except ChannelModeConflictError as error:
-        run._fail(step_id, kind, input_json, error)
+        await run.fail(step_id, kind, input_json, error)
 
 
 # sending
 
 
 def publish(
-    run: WaitingRun, channel: str, data: Any, metadata: dict[str, Any] | None
+    run: StepHost, channel: str, data: Any, metadata: dict[str, Any] | None
 ) -> Coroutine[Any, Any, Any]:
     check_name("the channel", channel)
-    step_id = run._wait_id("publish", None)
+    step_id = run.take_step_id("publish", None)
     return _send(
         run, step_id, "publish", step_input(channel=channel), channel, None, data, metadata
     )
 
 
 def send_to(  # type: ignore[no-untyped-def]
-    run: WaitingRun, instance_id: str, channel: str, data: Any, metadata: dict[str, Any] | None
+    run: StepHost, instance_id: str, channel: str, data: Any, metadata: dict[str, Any] | None
 ):
     check_name("the instance id", instance_id)
     check_name("the channel", channel)
-    step_id = run._wait_id("send_to", None)
+    step_id = run.take_step_id("send_to", None)
     input_json = step_input(channel=channel, instance_id=instance_id)
     return _send(run, step_id, "send_to", input_json, channel, instance_id, data, metadata)
 
 
 async def _send(
-    run: WaitingRun,
+    run: StepHost,
     step_id: str,
     kind: str,
     input_json: str,
@@ -281,7 +273,7 @@ async def _send(
     data: Any,
     metadata: dict[str, Any] | None,
 ) -> str:
-    recorded = run._recorded(step_id, kind, kind, input_json)
+    recorded = run.recorded(step_id, kind, kind, input_json)
     if recorded is not None:
         raise_if_failed(recorded)
         return json.loads(recorded.output)["message_id"]
@@ -293,9 +285,9 @@ async def _send(
         sender=run.instance_id,
     )
     output = json.dumps({"message_id": message.message_id})
-    step = run._step_record(step_id, kind, "completed", input_json, output)
-    run._store(run.app.store.publish, message, step, run.owner)
-    run.app._message_published(channel)
+    step = run.new_step(step_id, kind, "completed", input_json, output)
+    await run.write(run.store.publish, message, step, run.owner)
+    run.message_published(channel)
     return message.message_id
 
 

@@ -16,31 +16,47 @@ from typing import TYPE_CHECKING
 from romancy_nb.store import StepRecord
 
 if TYPE_CHECKING:
+    from romancy_nb.engine.gate import StoreGate
     from romancy_nb.store import Store
 
 
 class GroupCommitter:
-    """Queues step records and flushes them once per event-loop turn."""
+    """Queues step records and flushes them once per event-loop turn, through the gate."""
 
-    def __init__(self, store: Store, owner: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, store: Store, gate: StoreGate, owner: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._store = store
+        self._gate = gate
         self._owner = owner
         self._loop = loop
         self._pending: list[tuple[StepRecord, asyncio.Future[bool]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def record(self, step: StepRecord) -> asyncio.Future[bool]:
         """Queue ``step``; the future is True once committed, False if the lease was lost."""
         future: asyncio.Future[bool] = self._loop.create_future()
         if not self._pending:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._start_flush)
         self._pending.append((step, future))
         return future
 
-    def _flush(self) -> None:
+    def _start_flush(self) -> None:
         batch, self._pending = self._pending, []
+        task = self._loop.create_task(self._flush(batch))
+        self._flushes.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[StepRecord, asyncio.Future[bool]]]) -> None:
         try:
-            results = self._store.record_steps([step for step, _ in batch], self._owner)
-        except Exception as error:  # the store failed: every waiter sees why
+            results = await self._gate.call(
+                self._store.record_steps, [step for step, _ in batch], self._owner
+            )
+        except asyncio.CancelledError:  # the app is closing
+            for _, future in batch:
+                future.cancel()
+            raise
+        except BaseException as error:  # the store failed for good: every waiter sees why
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -48,3 +64,6 @@ class GroupCommitter:
         for (_, future), ok in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(ok)
+
+
+__all__ = ["GroupCommitter"]

@@ -33,7 +33,7 @@ from romancy_nb.store import StepRecord
 from romancy_nb.store.protocol import MessageRecord
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.waiting import WaitingRun
+    from romancy_nb.engine.runtime import StepHost
 
 
 @dataclass(frozen=True)
@@ -51,26 +51,26 @@ class ReceivedEvent:
 
 
 def wait_event(
-    run: WaitingRun, event_type: str, timeout: float | None, model: Any, wait_id: str | None
+    run: StepHost, event_type: str, timeout: float | None, model: Any, wait_id: str | None
 ) -> Coroutine[Any, Any, Any]:
     channels.check_name("the event type", event_type)
     timeout = channels.check_timeout("wait_event", timeout)
-    step_id = run._wait_id("wait_event", wait_id)
+    step_id = run.take_step_id("wait_event", wait_id)
     input_json = channels.step_input(event_type=event_type)
     return _wait_event(run, step_id, input_json, event_type, timeout, model)
 
 
 async def _wait_event(
-    run: WaitingRun,
+    run: StepHost,
     step_id: str,
     input_json: str,
     event_type: str,
     timeout: float | None,
     model: Any,
 ) -> ReceivedEvent:
-    step = run._recorded(step_id, "wait_event", "wait_event", input_json)
+    step = run.recorded(step_id, "wait_event", "wait_event", input_json)
     if step is None:
-        step = channels.take_or_suspend(
+        step = await channels.take_or_suspend(
             run,
             step_id,
             "wait_event",

@@ -13,27 +13,27 @@ from typing import TYPE_CHECKING, Any
 from romancy_nb.engine import channels
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.waiting import WaitingRun
+    from romancy_nb.engine.runtime import StepHost
 
 
-def join_group(run: WaitingRun, group: str) -> Coroutine[Any, Any, Any]:
+def join_group(run: StepHost, group: str) -> Coroutine[Any, Any, Any]:
     channels.check_name("the group", group)
-    return _membership(run, run._wait_id("join_group", None), "join_group", group)
+    return _membership(run, run.take_step_id("join_group", None), "join_group", group)
 
 
-def leave_group(run: WaitingRun, group: str) -> Coroutine[Any, Any, Any]:
+def leave_group(run: StepHost, group: str) -> Coroutine[Any, Any, Any]:
     channels.check_name("the group", group)
-    return _membership(run, run._wait_id("leave_group", None), "leave_group", group)
+    return _membership(run, run.take_step_id("leave_group", None), "leave_group", group)
 
 
-async def _membership(run: WaitingRun, step_id: str, kind: str, group: str) -> None:
+async def _membership(run: StepHost, step_id: str, kind: str, group: str) -> None:
     input_json = channels.step_input(group=group)
-    if run._recorded(step_id, kind, kind, input_json) is not None:
+    if run.recorded(step_id, kind, kind, input_json) is not None:
         return
-    step = run._step_record(step_id, kind, "completed", input_json, None)
-    store = run.app.store
+    step = run.new_step(step_id, kind, "completed", input_json, None)
+    store = run.store
     method = store.join_group if kind == "join_group" else store.leave_group
-    run._store(method, run.instance_id, run.owner, group, step)
+    await run.write(method, run.instance_id, run.owner, group, step)
 
 
 __all__ = ["join_group", "leave_group"]

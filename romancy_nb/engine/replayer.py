@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from romancy_nb.engine.gate import StoreGate
 from romancy_nb.engine.runner import WorkflowRun
 from romancy_nb.engine.signals import ReplayFrontier, SuspendSignal
-from romancy_nb.errors import DeterminismViolation
+from romancy_nb.errors import DeterminismViolation, WorkflowNotFound
 
 if TYPE_CHECKING:
     from romancy_nb.engine.app import App
+    from romancy_nb.store import StepRecord, Store
+    from romancy_nb.store.protocol import WaitSpec
 
 _READS = ("get_", "load_", "list_", "find_", "read_")
 
@@ -25,7 +28,7 @@ _READS = ("get_", "load_", "list_", "find_", "read_")
 class _ReadOnlyStore:
     """The store as a replay sees it: reads pass, any write ends the replay."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
@@ -39,17 +42,33 @@ class _ReadOnlyStore:
         return refuse
 
 
-class _ReplayApp:
-    """The app as a replay sees it: its definitions and settings, a read-only store."""
+class _ReplayHost:
+    """The :class:`~romancy_nb.engine.runtime.RunHost` of a replay: the app's definitions
+    and settings, a read-only store, and nowhere to launch or report anything."""
 
     committer = None
+    executor = None
 
     def __init__(self, app: App) -> None:
-        self._app = app
-        self.store = _ReadOnlyStore(app.store)
+        self.store = cast("Store", _ReadOnlyStore(app.store))
+        self.gate = StoreGate()
+        self.registry = app.registry
+        self.worker_id = app.worker_id
+        self.default_retry = app.default_retry
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._app, name)
+    def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
+        pass
+
+    async def relaunch(
+        self, instance_id: str, input_json: str, values: tuple[Any, ...] | None, *, fresh: bool
+    ) -> None:
+        raise ReplayFrontier("the workflow would run again (recur)")
+
+    def waits_registered(self, waits: list[WaitSpec]) -> None:
+        pass
+
+    def message_published(self, channel: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -75,19 +94,21 @@ class ReplayReport:
 
 async def replay(app: App, instance_id: str) -> ReplayReport:
     """Re-run ``instance_id`` from its history with the current definitions; write nothing."""
-    record = app._record(instance_id)
+    record = app.store.get_instance(instance_id)
+    if record is None:
+        raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
     workflow = app.registry.workflow(record.workflow_name)
     history = app.store.load_history(instance_id)
     started = time.perf_counter()
     run = WorkflowRun(
-        _ReplayApp(app),  # type: ignore[arg-type]
+        _ReplayHost(app),
         workflow,
         instance_id,
         input_json=record.input,
         history=history,
     )
     run.replay_only = True
-    recorded = run._to_replay
+    recorded = run.to_replay
     outcome, result, error, stopped_at = "completed", None, None, None
     try:
         result = await workflow.fn(run.ctx, *workflow.shape.decode_input(record.input))
@@ -102,7 +123,7 @@ async def replay(app: App, instance_id: str) -> ReplayReport:
     return ReplayReport(
         instance_id,
         outcome,
-        recorded - run._to_replay,
+        recorded - run.to_replay,
         recorded,
         time.perf_counter() - started,
         result,

@@ -15,11 +15,10 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from romancy_nb.engine import codec, replay, retry, saga
+from romancy_nb.engine import channels, codec, events, gate, groups, replay, retry, saga, timers
 from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.failures import (
     attempt_error,
@@ -27,17 +26,22 @@ from romancy_nb.engine.failures import (
     error_from_json,
     error_to_json,
 )
+from romancy_nb.engine.outcome import Outcome
+from romancy_nb.engine.sessions import AttemptSession
 from romancy_nb.engine.signals import (
     CancelSignal,
     EngineSignal,
     LeaseLostSignal,
+    RecurSignal,
     ReplayFrontier,
+    StoreFault,
     SuspendSignal,
 )
-from romancy_nb.engine.waiting import WaitingRun
+from romancy_nb.engine.waiting import Suspension
 from romancy_nb.errors import (
     ActivityTimeoutError,
     DeterminismViolation,
+    LockLostError,
     RetryExhaustedError,
     SerializationError,
     TerminalError,
@@ -46,8 +50,16 @@ from romancy_nb.errors import (
 from romancy_nb.store import AttemptRecord, StepRecord
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.app import App
+    from collections.abc import Awaitable, Callable
+
+    from romancy_nb.engine.channels import ChannelMessage
     from romancy_nb.engine.definitions import Activity, Workflow
+    from romancy_nb.engine.events import ReceivedEvent
+    from romancy_nb.engine.runtime import RunHost
+    from romancy_nb.store import Store
+    from romancy_nb.store.protocol import WaitSpec
+
+T = TypeVar("T")
 
 log = logging.getLogger("romancy_nb")
 
@@ -59,39 +71,36 @@ _DETERMINISTIC_MAKERS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Outcome:
-    """How a run ended: completed / failed / cancelled (final), or suspended / stopped /
-    diverged (the instance lives on and is resumed later)."""
+class WorkflowRun:
+    """One execution (first run or replay) of one instance in this process.
 
-    status: str
-    value: Any = None
-    error: BaseException | None = None
-
-
-class WorkflowRun(WaitingRun):
-    """One execution (first run or replay) of one instance in this process."""
+    It implements :class:`~romancy_nb.engine.runtime.WorkflowRuntime` (what the context
+    calls) and :class:`~romancy_nb.engine.runtime.StepHost` (what the waiting primitives
+    call); everything it needs from the process comes from its
+    :class:`~romancy_nb.engine.runtime.RunHost`.
+    """
 
     def __init__(
         self,
-        app: App,
+        host: RunHost,
         workflow: Workflow[Any, Any],
         instance_id: str,
         *,
         input_json: str,
         args: tuple[Any, ...] | None = None,
-        history: list[StepRecord] = (),  # type: ignore[assignment]
-        attempts: list[AttemptRecord] = (),  # type: ignore[assignment]
+        history: list[StepRecord] | tuple[()] = (),
+        attempts: list[AttemptRecord] | tuple[()] = (),
         status: str = "running",
         stored_error: str | None = None,
         cancel_reason: str | None = None,
     ) -> None:
-        self.app = app
+        self.host = host
         self.workflow = workflow
-        self.instance_id = instance_id
-        self.owner = app.worker_id
+        self._instance_id = instance_id
+        self._owner = host.worker_id
         self.ctx = WorkflowContext(self)
-        self.cancel_reason = cancel_reason
+        self.suspension = Suspension(host, instance_id, self._owner)
+        self.suspension.cancel_reason = cancel_reason
         self.violation: DeterminismViolation | None = None
         self.task: asyncio.Task[Outcome] | None = None
         self._input_json = input_json
@@ -99,44 +108,61 @@ class WorkflowRun(WaitingRun):
         self._status = status
         self._stored_error = stored_error
         self._history = {step.step_id: step for step in history}
-        self._to_replay = sum(1 for step in history if step.kind != "compensation")
+        self.to_replay = sum(1 for step in history if step.kind != "compensation")
+        """Recorded steps the code has not asked for yet (``is_replaying`` while above 0)."""
         self._seq = itertools.count(max((step.seq for step in history), default=0) + 1)
         self._attempts: dict[str, list[AttemptRecord]] = {}
         for record in attempts:
             self._attempts.setdefault(record.step_id, []).append(record)
         self._ids = replay.StepIds()
-        self.replay_only = False
-        """Set by the replayer: answer steps from history only, write and execute nothing."""
+        self._unflushed: list[StepRecord] = []
         self.replayed_steps: list[str] = []
         self._started = False
 
+    @property
+    def replay_only(self) -> bool:
+        """Set by the replayer: answer steps from history only, write and execute nothing."""
+        return self.suspension.replay_only
+
+    @replay_only.setter
+    def replay_only(self, value: bool) -> None:
+        self.suspension.replay_only = value
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self.suspension.cancel_reason
+
     def cancel(self, reason: str) -> None:
         """Stop the workflow code where it awaits and unwind (compensate, then cancelled)."""
-        if self.cancel_reason is not None:
+        if self.suspension.cancel_reason is not None:
             return
-        self.cancel_reason = reason
+        self.suspension.cancel_reason = reason
         # A task cancelled before its first step never enters run(); run() checks the
         # reason on entry instead.
         if self._started and self.task is not None:
             self.task.cancel()
 
-    # what the context asks
+    # WorkflowRuntime: what the context asks
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance_id
+
+    @property
+    def workflow_name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def store(self) -> Store:
+        return self.host.store
 
     @property
     def is_replaying(self) -> bool:
-        return self._to_replay > 0
-
-    def _recorded(self, step_id: str, kind: str, name: str, input_json: str | None) -> Any:
-        recorded = self._history.get(step_id)
-        if recorded is None:
-            return None
-        if recorded.kind != kind or recorded.name != name or recorded.input != input_json:
-            self.violation = replay.violation(self.instance_id, recorded, kind, name, input_json)
-            raise self.violation
-        self._to_replay -= 1
-        if self.replay_only:
-            self.replayed_steps.append(step_id)
-        return recorded
+        return self.to_replay > 0
 
     def call_activity(
         self,
@@ -144,68 +170,158 @@ class WorkflowRun(WaitingRun):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         activity_id: str | None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         step_id = self._ids.take(activity.name, activity_id, self.instance_id)
         shape = activity.shape
         values = shape.bind(args, kwargs)
         input_json = shape.encode_args(values)
-        recorded = self._recorded(step_id, "activity", activity.name, input_json)
+        recorded = self.recorded(step_id, "activity", activity.name, input_json)
         if recorded is not None:
             return _replayed(recorded, shape)
         return self._execute(activity, step_id, values, input_json, "activity")
 
-    def deterministic(self, kind: str, _: None) -> Any:
+    def deterministic(self, kind: str) -> Any:
+        """``ctx.now()`` / ``uuid()`` / ``random()``: made once, recorded, replayed after.
+
+        The call is synchronous, so its step is written with the run's next store write
+        (before any activity, wait or ending can make the value visible outside).
+        """
         step_id = self._ids.take(kind, None, self.instance_id)
         tp = _DETERMINISTIC_TYPES[kind]
-        recorded = self._recorded(step_id, kind, kind, None)
+        recorded = self.recorded(step_id, kind, kind, None)
         if recorded is not None:
             return codec.decode(recorded.output, tp)
+        if self.replay_only:
+            raise ReplayFrontier(f"{step_id} is not recorded: it would make a new {kind}")
         value = _DETERMINISTIC_MAKERS[kind]()
         at = time.time()
-        self._record(
-            step_id, kind, kind, "completed", None, codec.encode(value, tp, kind), None, 1, at, at
-        )
+        output = codec.encode(value, tp, kind)
+        step = StepRecord(
+            self.instance_id, self.next_seq(), step_id, kind, kind, "completed",
+            None, output, None, 1, at, at,
+        )  # fmt: skip
+        self._unflushed.append(step)
         return value
 
-    # executing steps
+    def sleep(self, seconds: float, timer_id: str | None) -> Awaitable[None]:
+        return timers.sleep(self, seconds, timer_id)
 
-    def _record(
-        self,
-        step_id: str,
-        kind: str,
-        name: str,
-        status: str,
-        input_json: str | None,
-        output: str | None,
-        error: str | None,
-        attempts: int,
-        started: float,
-        finished: float,
-        session: Any = None,
-    ) -> None:
-        step = StepRecord(
-            self.instance_id,
-            next(self._seq),
-            step_id,
-            kind,
-            name,
-            status,
-            input_json,
-            output,
-            error,
-            attempts,
-            started,
-            finished,
-        )
-        target = session if session is not None else self.app.store
-        if not target.record_step(step, self.owner):
-            if session is not None:
-                session.rollback()
+    def sleep_until(self, when: datetime, timer_id: str | None) -> Awaitable[None]:
+        return timers.sleep_until(self, when, timer_id)
+
+    def wait_event(
+        self, event_type: str, timeout: float | None, model: Any, wait_id: str | None
+    ) -> Awaitable[ReceivedEvent]:
+        return events.wait_event(self, event_type, timeout, model, wait_id)
+
+    def subscribe(self, channel: str, mode: str) -> Awaitable[None]:
+        return channels.subscribe(self, channel, mode)
+
+    def unsubscribe(self, channel: str) -> Awaitable[None]:
+        return channels.unsubscribe(self, channel)
+
+    def receive(
+        self, channel: str, timeout: float | None, model: Any, receive_id: str | None
+    ) -> Awaitable[ChannelMessage]:
+        return channels.receive(self, channel, timeout, model, receive_id)
+
+    def publish(self, channel: str, data: Any, metadata: dict[str, Any] | None) -> Awaitable[str]:
+        return channels.publish(self, channel, data, metadata)
+
+    def send_to(
+        self, instance_id: str, channel: str, data: Any, metadata: dict[str, Any] | None
+    ) -> Awaitable[str]:
+        return channels.send_to(self, instance_id, channel, data, metadata)
+
+    def join_group(self, group: str) -> Awaitable[None]:
+        return groups.join_group(self, group)
+
+    def leave_group(self, group: str) -> Awaitable[None]:
+        return groups.leave_group(self, group)
+
+    def recur(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+        shape = self.workflow.shape
+        values = shape.validate_input(shape.bind(args, kwargs))
+        raise RecurSignal(values, shape.encode_input(values))
+
+    # StepHost: what the waiting primitives ask
+
+    def take_step_id(self, name: str, explicit: str | None) -> str:
+        return self._ids.take(name, explicit, self.instance_id)
+
+    def recorded(
+        self, step_id: str, kind: str, name: str, input_json: str | None
+    ) -> StepRecord | None:
+        recorded = self._history.get(step_id)
+        if recorded is None:
+            return None
+        if recorded.kind != kind or recorded.name != name or recorded.input != input_json:
+            self.violation = replay.violation(self.instance_id, recorded, kind, name, input_json)
+            raise self.violation
+        self.to_replay -= 1
+        if self.replay_only:
+            self.replayed_steps.append(step_id)
+        return recorded
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def new_step(
+        self, step_id: str, kind: str, status: str, input_json: str | None, output: str | None
+    ) -> StepRecord:
+        at = time.time()
+        return StepRecord(
+            self.instance_id, self.next_seq(), step_id, kind, kind, status,
+            input_json, output, None, 1, at, at,
+        )  # fmt: skip
+
+    async def write(self, method: Callable[..., T], *args: Any) -> T:
+        if self._unflushed:
+            await self._flush()
+        try:
+            return await self.host.gate.call(method, *args)
+        except LockLostError:
+            raise LeaseLostSignal(self.instance_id) from None
+
+    async def record(self, step: StepRecord) -> None:
+        if self._unflushed:
+            await self._flush()
+        await self._write_step(step)
+
+    async def fail(
+        self, step_id: str, kind: str, input_json: str | None, error: Exception
+    ) -> NoReturn:
+        step = self.new_step(step_id, kind, "failed", input_json, None)
+        await self.record(step._replace(error=error_to_json(error)))
+        raise error
+
+    def live_wait(self, status: str) -> None:
+        self.suspension.live_wait(status)
+
+    def suspend_on(self, wait: WaitSpec, status: str) -> NoReturn:
+        self.suspension.suspend_on(wait, status)
+
+    def message_published(self, channel: str) -> None:
+        self.host.message_published(channel)
+
+    # recording
+
+    async def _flush(self) -> None:
+        steps, self._unflushed = self._unflushed, []
+        for step in steps:
+            await self._write_step(step)
+
+    async def _write_step(self, step: StepRecord) -> None:
+        committer = self.host.committer
+        if committer is not None:
+            recorded = await committer.record(step)
+        else:
+            recorded = await self.host.gate.call(self.store.record_step, step, self.owner)
+        if not recorded:
             raise LeaseLostSignal(self.instance_id)
-        if session is not None:
-            session.commit()
-        if self.app._listeners:
-            self.app._notify(self.instance_id, step)
+        self.host.notify(self.instance_id, step)
+
+    # executing steps
 
     async def _execute(
         self,
@@ -217,27 +333,49 @@ class WorkflowRun(WaitingRun):
     ) -> Any:
         if self.replay_only:  # never run an activity body while only replaying
             raise ReplayFrontier(f"{step_id} is not recorded: it would run {activity.name}")
+        if self._unflushed:
+            await self._flush()
         past = self._attempts.pop(step_id, [])
         errors = [attempt_from_json(r.attempt, r.error, r.at) for r in past]
         attempt = len(past)
         started = time.time()
+        faults = 0
         while True:
             attempt += 1
-            actx = ActivityContext(self, activity, step_id, attempt)
+            session = AttemptSession(self.store, self.host.gate)
+            actx = ActivityContext(
+                activity,
+                session,
+                instance_id=self.instance_id,
+                workflow_name=self.workflow.name,
+                step_id=step_id,
+                attempt=attempt,
+            )
             try:
-                result, output, recorded = await self._attempt(
-                    activity, actx, values, input_json, kind, started
+                result, recorded = await self._attempt(
+                    activity, actx, session, values, input_json, kind, started
                 )
+            except StoreFault as fault:
+                if not getattr(fault.error, "transient", False):
+                    raise
+                # The engine's own transaction failed (a lock, a full disk): the attempt's
+                # writes rolled back, so run it again once the store is back — not counted.
+                attempt -= 1
+                faults += 1
+                log.warning("%s %s: %s; the attempt runs again", self.instance_id, step_id, fault)
+                await gate.backoff(faults)
+                continue
             except SerializationError as error:
                 final: BaseException = error
                 break
             except Exception as error:
                 now = time.time()
                 errors.append(attempt_error(attempt, error, now))
-                self.app.store.record_attempt(
-                    AttemptRecord(self.instance_id, step_id, attempt, error_to_json(error), now)
+                await self.write(
+                    self.store.record_attempt,
+                    AttemptRecord(self.instance_id, step_id, attempt, error_to_json(error), now),
                 )
-                policy = retry.resolve(activity.retry, self.app.default_retry)
+                policy = retry.resolve(activity.retry, self.host.default_retry)
                 if policy.should_retry(error, attempt):
                     delay = policy.delay(attempt)
                     log.info(
@@ -256,90 +394,50 @@ class WorkflowRun(WaitingRun):
                     final = RetryExhaustedError(activity.name, step_id, errors)
                     final.__cause__ = error
                 break
-            if recorded:
+            if recorded is None:
                 return result
-            committer = self.app.committer
-            if committer is None:
-                self._record(
-                    step_id,
-                    kind,
-                    activity.name,
-                    "completed",
-                    input_json,
-                    output,
-                    None,
-                    attempt,
-                    started,
-                    time.time(),
-                )
-            else:
-                step = StepRecord(
-                    self.instance_id,
-                    next(self._seq),
-                    step_id,
-                    kind,
-                    activity.name,
-                    "completed",
-                    input_json,
-                    output,
-                    None,
-                    attempt,
-                    started,
-                    time.time(),
-                )
-                if not await committer.record(step):
-                    raise LeaseLostSignal(self.instance_id)
-                if self.app._listeners:
-                    self.app._notify(self.instance_id, step)
+            await self.record(recorded)
             return result
-        self._record(
-            step_id,
-            kind,
-            activity.name,
-            "failed",
-            input_json,
-            None,
-            error_to_json(final),
-            attempt,
-            started,
-            time.time(),
-        )
+        step = StepRecord(
+            self.instance_id, self.next_seq(), step_id, kind, activity.name, "failed",
+            input_json, None, error_to_json(final), attempt, started, time.time(),
+        )  # fmt: skip
+        await self.record(step)
         raise final
 
     async def _attempt(
         self,
         activity: Activity[Any, Any],
         actx: ActivityContext,
+        session: AttemptSession,
         values: tuple[Any, ...],
         input_json: str,
         kind: str,
         started: float,
-    ) -> tuple[Any, str, bool]:
-        """One attempt → (result, its JSON, whether it was recorded in its own session)."""
+    ) -> tuple[Any, StepRecord | None]:
+        """One attempt → (result, the step still to record, or None if its session did)."""
         if activity.is_async:
             try:
                 call = activity.fn(actx, *values)
                 result = await (
                     asyncio.wait_for(call, activity.timeout) if activity.timeout else call
                 )
-                return (
-                    result,
-                    *self._finish_attempt(activity, actx, result, input_json, kind, started),
-                )
+                step = self._completed(activity, actx, result, input_json, kind, started)
+                return result, self._commit_in_session(session, step)
             except TimeoutError:
                 raise ActivityTimeoutError(activity.name, activity.timeout or 0) from None
             finally:
-                if actx._session is not None and actx._state != "committed":
-                    actx._session.rollback()
+                session.rollback()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self.app.executor,
+            self.host.executor,
             contextvars.copy_context().run,
             self._sync_attempt,
             activity,
             actx,
-            values,
+            session,
             input_json,
+            values,
             kind,
             started,
         )
@@ -348,43 +446,34 @@ class WorkflowRun(WaitingRun):
                 return await future
             return await asyncio.wait_for(asyncio.shield(future), activity.timeout)
         except TimeoutError:
-            with actx._guard:
-                committed = actx._state == "committed"
-                if not committed:
-                    actx._state = "abandoned"
-            if committed:  # the thread won the race: its step is recorded, use it
+            if not session.abandon():  # the thread won the race: its step is recorded
                 return await future
             raise ActivityTimeoutError(activity.name, activity.timeout or 0) from None
         except asyncio.CancelledError:
-            with actx._guard:
-                if actx._state != "committed":
-                    actx._state = "abandoned"
+            session.abandon()
             raise
 
     def _sync_attempt(
         self,
         activity: Activity[Any, Any],
         actx: ActivityContext,
-        values: tuple[Any, ...],
+        session: AttemptSession,
         input_json: str,
+        values: tuple[Any, ...],
         kind: str,
         started: float,
-    ) -> tuple[Any, str, bool]:
+    ) -> tuple[Any, StepRecord | None]:
         """The worker-thread side of a sync attempt; commits its own session if it has one."""
         try:
             result = activity.fn(actx, *values)
-            with actx._guard:
-                if actx._state == "abandoned":
-                    return result, "", False
-                return (
-                    result,
-                    *self._finish_attempt(activity, actx, result, input_json, kind, started),
-                )
+            if session.state == "abandoned":
+                return result, None
+            step = self._completed(activity, actx, result, input_json, kind, started)
+            return result, self._commit_in_session(session, step)
         finally:
-            if actx._session is not None and actx._state != "committed":
-                actx._session.rollback()
+            session.rollback()
 
-    def _finish_attempt(
+    def _completed(
         self,
         activity: Activity[Any, Any],
         actx: ActivityContext,
@@ -392,30 +481,30 @@ class WorkflowRun(WaitingRun):
         input_json: str,
         kind: str,
         started: float,
-    ) -> tuple[str, bool]:
+    ) -> StepRecord:
         output = activity.shape.encode_result(result)
-        if actx._session is None:
-            return output, False
-        self._record(
-            actx.step_id,
-            kind,
-            activity.name,
-            "completed",
-            input_json,
-            output,
-            None,
-            actx.attempt,
-            started,
-            time.time(),
-            session=actx._session,
-        )
-        actx._state = "committed"
-        return output, True
+        return StepRecord(
+            self.instance_id, self.next_seq(), actx.step_id, kind, activity.name, "completed",
+            input_json, output, None, actx.attempt, started, time.time(),
+        )  # fmt: skip
+
+    def _commit_in_session(self, session: AttemptSession, step: StepRecord) -> StepRecord | None:
+        """Record ``step`` in the attempt's own transaction if it has one (exactly once);
+        else hand it back for the engine to record."""
+        if not session.is_open:
+            return step
+        if session.commit_step(step, self.owner):
+            self.host.notify(self.instance_id, step)
+        return None
 
     # the run as a whole
 
     async def run(self) -> Outcome:
-        """Execute (or resume) the instance until it ends, waits, or loses its lease."""
+        """Execute (or resume) the instance until it ends, waits, or loses its lease.
+
+        Never raises but for the app closing (``CancelledError``): an infrastructure fault
+        ends the run as ``paused`` without an outcome, so the instance is resumed later.
+        """
         self._started = True
         try:
             if self._status == "compensating" or self.cancel_reason is not None:
@@ -425,10 +514,22 @@ class WorkflowRun(WaitingRun):
         except LeaseLostSignal:
             log.warning("%s: lease lost to another worker; stopped here", self.instance_id)
             return Outcome("stopped")
-        except Exception as error:  # the store failed under us: leave the instance to recovery
-            log.exception("%s: run stopped by an engine error", self.instance_id)
-            self.app.store.release_instance(self.instance_id, self.owner)
-            return Outcome("stopped", error=error)
+        except StoreFault as fault:
+            log.warning("%s: paused by a store fault (%s); resumed later", self.instance_id, fault)
+            self._release_quietly()
+            return Outcome("paused", error=fault.error)
+        except (Exception, EngineSignal) as error:  # an engine bug: never the user's failure
+            log.exception("%s: run stopped by an engine error; resumed later", self.instance_id)
+            self._release_quietly()
+            return Outcome("paused", error=error)
+
+    def _release_quietly(self) -> None:
+        """Give the lease back if the store lets us; if not, this worker's recovery finds
+        the instance (leased here, with no run) and resumes it."""
+        try:
+            self.store.release_instance(self.instance_id, self.owner)
+        except Exception as error:
+            log.warning("%s: could not release the lease (%s)", self.instance_id, error)
 
     async def _run_workflow(self) -> Outcome:
         shape = self.workflow.shape
@@ -440,76 +541,89 @@ class WorkflowRun(WaitingRun):
             output = shape.encode_result(result)
         except asyncio.CancelledError:
             if self.cancel_reason is None:  # the app is closing: leave it for the next start
-                self.app.store.release_instance(self.instance_id, self.owner)
+                self._release_quietly()
                 raise
             _uncancel()
             return await self._unwind(None)
         except CancelSignal as signal:
-            self.cancel_reason = signal.reason
+            self.suspension.cancel_reason = signal.reason
             return await self._unwind(None)
         except SuspendSignal as signal:  # a wait or recur (engine/waiting.py)
-            return await self._suspended(signal)
+            if self._unflushed:
+                await self._flush()
+            return await self.suspension.suspended(signal, self.next_seq(), self._input_json)
         except EngineSignal:
             raise
         except Exception as error:
             if self.violation is not None:
-                return self._diverged()
+                return await self._diverged()
             return await self._unwind(error)
-        if not self.app.store.finish_instance(
-            self.instance_id, self.owner, "completed", output, None
-        ):
+        finished = await self.write(
+            self.store.finish_instance, self.instance_id, self.owner, "completed", output, None
+        )
+        if not finished:
             raise LeaseLostSignal(self.instance_id)
         return Outcome("completed", result)
 
-    def _diverged(self) -> Outcome:
+    async def _diverged(self) -> Outcome:
         log.error("%s: %s", self.instance_id, self.violation)
-        self.app.store.release_instance(self.instance_id, self.owner)
+        await self.host.gate.call(self.store.release_instance, self.instance_id, self.owner)
         return Outcome("diverged", error=self.violation)
 
     async def _unwind(self, error: BaseException | None) -> Outcome:
         """Run pending compensations in reverse order, then end failed or cancelled."""
         error_json = error_to_json(error) if error is not None else self._stored_error
-        history = self.app.store.load_history(self.instance_id)
-        pending = saga.pending(history, self.app.registry)
+        history = await self.write(self.store.load_history, self.instance_id)
+        pending = saga.pending(history, self.host.registry)
         if pending:
-            if not self.app.store.set_status(
-                self.instance_id, self.owner, "compensating", error_json
-            ):
+            compensating = await self.write(
+                self.store.set_status, self.instance_id, self.owner, "compensating", error_json
+            )
+            if not compensating:
                 raise LeaseLostSignal(self.instance_id)
             self._seq = itertools.count(max((s.seq for s in history), default=0) + 1)
             await saga.compensate(self, pending)
         cancelled = self.cancel_reason is not None
         status = "cancelled" if cancelled else "failed"
-        if not self.app.store.finish_instance(
-            self.instance_id, self.owner, status, None, error_json
-        ):
+        finished = await self.write(
+            self.store.finish_instance, self.instance_id, self.owner, status, None, error_json
+        )
+        if not finished:
             raise LeaseLostSignal(self.instance_id)
         if cancelled:
             return Outcome(status, error=WorkflowCancelled(self.instance_id, self.cancel_reason))
         return Outcome(status, error=error)
 
     async def compensate_step(self, step: StepRecord, activity: Activity[Any, Any]) -> None:
-        """Run the compensation of one completed step as a recorded step of its own."""
+        """Run the compensation of one completed step as a recorded step of its own.
+
+        The step's stored arguments are decoded here, inside the compensation: arguments
+        that no longer fit the activity's signature (it changed while the instance waited)
+        are recorded as a failed compensation, never skipped silently.
+        """
         compensator = activity.compensator
         assert compensator is not None
-        values = activity.shape.decode_args(step.input or "[]")
-        input_json = compensator.shape.encode_args(values)
+        try:
+            values = activity.shape.decode_args(step.input or "[]")
+            input_json = compensator.shape.encode_args(values)
+        except Exception as error:
+            failure = SerializationError(
+                f"cannot compensate step {step.step_id}: its recorded arguments no longer fit "
+                f"{activity.name!r} ({error}); undo it by hand",
+                what=f"the arguments of {activity.name!r}",
+            )
+            await self.record_compensation_failure(step, failure)
+            raise failure from error
         await self._execute(compensator, saga.step_id_for(step), values, input_json, "compensation")
 
-    def record_compensation_failure(self, step: StepRecord, error: BaseException) -> None:
+    async def record_compensation_failure(self, step: StepRecord, error: BaseException) -> None:
         at = time.time()
-        self._record(
-            saga.step_id_for(step),
-            "compensation",
-            f"{step.name}.compensation",
-            "failed",
-            step.input,
-            None,
-            error_to_json(error),
-            0,
-            at,
-            at,
-        )
+        record = StepRecord(
+            self.instance_id, self.next_seq(), saga.step_id_for(step), "compensation",
+            f"{step.name}.compensation", "failed", step.input, None, error_to_json(error),
+            0, at, at,
+        )  # fmt: skip
+        await self.record(record)
 
 
 async def _replayed(recorded: StepRecord, shape: codec.CallShape) -> Any:

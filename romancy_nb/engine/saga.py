@@ -58,7 +58,7 @@ async def compensate(
                 f"cannot compensate step {step.step_id}: activity {step.name!r} is not "
                 "defined in this process"
             )
-            run.record_compensation_failure(step, error)
+            await run.record_compensation_failure(step, error)
             continue
         try:
             await run.compensate_step(step, activity)

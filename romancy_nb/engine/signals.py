@@ -52,3 +52,16 @@ class ReplayFrontier(EngineSignal):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
+
+
+class StoreFault(EngineSignal):
+    """The store failed in the engine's own bookkeeping with an error a retry in place
+    cannot fix: stop the run without recording an outcome; the instance is resumed later.
+
+    A ``BaseException``, so neither the workflow's ``except Exception`` nor the runner's
+    failure path (which would run compensations) can take it for the user's error.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -21,21 +21,21 @@ from typing import TYPE_CHECKING, Any
 from romancy_nb.store.protocol import WaitSpec, timer_output
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.waiting import WaitingRun
+    from romancy_nb.engine.runtime import StepHost
 
 _KIND = "sleep"
 
 
-def sleep(run: WaitingRun, seconds: float, timer_id: str | None) -> Coroutine[Any, Any, Any]:
+def sleep(run: StepHost, seconds: float, timer_id: str | None) -> Coroutine[Any, Any, Any]:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"ctx.sleep takes a number of seconds, not {type(seconds).__name__}")
     if math.isnan(seconds):
         raise ValueError("ctx.sleep cannot sleep NaN seconds")
-    step_id = run._wait_id(_KIND, timer_id)
+    step_id = run.take_step_id(_KIND, timer_id)
     return _sleep(run, step_id, lambda now: now + seconds)
 
 
-def sleep_until(run: WaitingRun, when: datetime, timer_id: str | None) -> Coroutine[Any, Any, Any]:
+def sleep_until(run: StepHost, when: datetime, timer_id: str | None) -> Coroutine[Any, Any, Any]:
     if not isinstance(when, datetime):
         raise TypeError(f"ctx.sleep_until takes a datetime, not {type(when).__name__}")
     if when.tzinfo is None or when.utcoffset() is None:
@@ -44,23 +44,23 @@ def sleep_until(run: WaitingRun, when: datetime, timer_id: str | None) -> Corout
             "time means a different instant on every machine. Use e.g. "
             "datetime.now(UTC) + timedelta(hours=1), or when.replace(tzinfo=...)."
         )
-    step_id = run._wait_id(_KIND, timer_id)
+    step_id = run.take_step_id(_KIND, timer_id)
     fire_at = when.timestamp()
     return _sleep(run, step_id, lambda now: fire_at)
 
 
-async def _sleep(run: WaitingRun, step_id: str, deadline: Callable[[float], float]) -> None:
-    if run._recorded(step_id, _KIND, _KIND, None) is not None:
+async def _sleep(run: StepHost, step_id: str, deadline: Callable[[float], float]) -> None:
+    if run.recorded(step_id, _KIND, _KIND, None) is not None:
         return
-    run._live_wait("waiting_for_timer")
+    run.live_wait("waiting_for_timer")
     now = time.time()
     fire_at = deadline(now)
     if fire_at <= now:  # nothing to wait for; recorded so replay agrees
-        run._record(
-            step_id, _KIND, _KIND, "completed", None, timer_output(fire_at, now), None, 1, now, now
+        await run.record(
+            run.new_step(step_id, _KIND, "completed", None, timer_output(fire_at, now))
         )
         return
-    run._suspend_on(WaitSpec(step_id, _KIND, _KIND, None, None, fire_at), "waiting_for_timer")
+    run.suspend_on(WaitSpec(step_id, _KIND, _KIND, None, None, fire_at), "waiting_for_timer")
 
 
 class TimerScheduler:

@@ -1,7 +1,8 @@
 """Waking suspended instances: pushed where possible, swept as a safety net.
 
 The app's :class:`Waker` ends waits in three ways, all through the store's one-transaction
-``wake`` (record the step, take the lease), then replays the instance here:
+``wake`` (record the step, take the lease, through the store gate), then replays the
+instance here:
 
 1. *Pushed, in this process.* An in-memory alarm (``loop.call_at``) for the earliest timer;
    ``send_event`` / ``publish`` / ``ctx.publish`` wake the waiting subscribers at once.
@@ -22,50 +23,67 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from romancy_nb.engine import channels, events
+from romancy_nb.engine.signals import StoreFault
 from romancy_nb.engine.timers import TimerScheduler
 from romancy_nb.errors import RomancyError
-from romancy_nb.store.protocol import ChangeHint, MessageRecord, WaitSpec, Wakeup
+from romancy_nb.store.protocol import ChangeHint, WaitSpec, Wakeup
 
 if TYPE_CHECKING:
-    from romancy_nb.engine.app import App
+    from romancy_nb.engine.instances import Instances
 
 log = logging.getLogger("romancy_nb")
 
 _BATCH = 256
 
 
+@dataclass(frozen=True)
+class WakeSettings:
+    """The app's settings the waker follows (see ``App``)."""
+
+    watch_interval: float | None
+    sweep_interval: float
+    message_retention: float | None
+    archive_retention: float | None
+
+
 class Waker:
     """Ends the waits of the instances this app can run; see the module docstring."""
 
-    def __init__(self, app: App) -> None:
-        assert app._loop is not None
-        self.app = app
-        self.store = app.store
-        self.loop = app._loop
-        self.timers = TimerScheduler(self.loop, self.fire_timers)
+    def __init__(
+        self, instances: Instances, settings: WakeSettings, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.instances = instances
+        self.store = instances.store
+        self.gate = instances.gate
+        self.settings = settings
+        self.loop = loop
+        self.timers = TimerScheduler(self.loop, self._alarm)
         self.closed = False
         self._seen = 0
         self._watch: Any = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._firing = False
+        self._again = False
         self._names: tuple[int, list[str]] = (-1, [])
 
     def names(self) -> list[str]:
         """The workflows defined here (only their instances are woken by this process)."""
-        registry = self.app.registry
+        registry = self.instances.registry
         if self._names[0] != registry.generation:
             self._names = (registry.generation, [wf.name for wf in registry.workflows()])
         return self._names[1]
 
-    def start(self) -> None:
-        self._seen = self.store.last_message_id()
-        if self.app.watch_interval:
-            self._watch = self.store.watch(self._from_thread, self.app.watch_interval)
+    async def start(self) -> None:
+        self._seen = await self.gate.call(self.store.last_message_id)
+        if self.settings.watch_interval:
+            self._watch = self.store.watch(self._from_thread, self.settings.watch_interval)
         self._sweeper = self.loop.create_task(self._sweep_forever(), name="romancy-waits")
-        next_at = self.store.next_timer_at(self.names())
+        next_at = await self.gate.call(self.store.next_timer_at, self.names())
         if next_at is not None:
             self.timers.schedule(next_at)
 
@@ -74,45 +92,88 @@ class Waker:
         self.timers.cancel()
         if self._watch is not None:
             self._watch.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        tasks = [*self._tasks, *([self._sweeper] if self._sweeper is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` on the loop, kept referenced until done; failures are logged."""
+        if self.closed:
+            work.close()
+            return
+        task = self.loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a wake-up failed (%s); the sweep retries", task.exception())
 
     # waking one instance
 
-    def _wake(self, wakeup: Wakeup, now: float) -> bool:
-        try:
-            if not self.store.wake(wakeup.instance_id, wakeup.step_id, self.app.worker_id, now):
+    async def wake(self, wakeup: Wakeup, now: float) -> bool:
+        """End one wait and replay the instance here; False if it could not end now."""
+        instances = self.instances
+        iid = wakeup.instance_id
+        with instances.claiming(iid) as free:
+            if not free:
                 return False
-            wf = self.app.registry.find_workflow(wakeup.workflow_name)
-            record = self.store.get_instance(wakeup.instance_id)
-            if wf is None or record is None:  # redefined away meanwhile: leave it to others
-                self.store.release_instance(wakeup.instance_id, self.app.worker_id)
+            try:
+                woken = await self.gate.call(
+                    self.store.wake, iid, wakeup.step_id, instances.worker_id, now
+                )
+                if not woken:
+                    return False
+                # From here this worker holds the lease: if the store fails before the run
+                # is launched, recovery finds the instance leased here with no run.
+                wf = instances.registry.find_workflow(wakeup.workflow_name)
+                record = await self.gate.call(self.store.get_instance, iid)
+                if wf is None or record is None:  # redefined away meanwhile: leave it to others
+                    await self.gate.call(self.store.release_instance, iid, instances.worker_id)
+                    return False
+                instances.launch(await instances.resumed_run(wf, record))
+                return True
+            except (RomancyError, StoreFault) as error:
+                log.warning("could not wake %s (%s); the sweep retries", iid, error)
                 return False
-            self.app._launch(self.app._resumed_run(wf, record))
-            return True
-        except RomancyError as error:  # locked database...: the sweep retries
-            log.warning("could not wake %s (%s); the sweep retries", wakeup.instance_id, error)
-            return False
 
-    def _wake_all(self, wakeups: list[Wakeup]) -> int:
+    async def _wake_all(self, wakeups: list[Wakeup]) -> int:
         now = time.time()
-        return sum(self._wake(wakeup, now) for wakeup in wakeups)
+        woken = 0
+        for wakeup in wakeups:
+            woken += await self.wake(wakeup, now)
+        return woken
 
     # timers
 
-    def fire_timers(self) -> None:
+    def _alarm(self) -> None:
+        if self._firing:  # the running check looks again when it is done
+            self._again = True
+        else:
+            self._spawn(self.fire_timers())
+
+    async def fire_timers(self) -> None:
         """The alarm went off: wake every due timer, then set the alarm for the next one."""
-        if self.closed:
-            return
+        self._firing = True
+        try:
+            self._again = True
+            while self._again and not self.closed:
+                self._again = False
+                await self._fire_due()
+        finally:
+            self._firing = False
+
+    async def _fire_due(self) -> None:
         now = time.time()
         names = self.names()
         due: list[Wakeup] = []
         try:
-            due = self.store.due_timers(now, names, _BATCH)
-            self._wake_all(due)
-            next_at = self.store.next_timer_at(names)
-        except RomancyError as error:
+            due = await self.gate.call(self.store.due_timers, now, names, _BATCH)
+            await self._wake_all(due)
+            next_at = await self.gate.call(self.store.next_timer_at, names)
+        except (RomancyError, StoreFault) as error:
             log.warning("timer check failed (%s); retrying shortly", error)
             next_at = now + 0.5
         if next_at is not None:
@@ -127,20 +188,20 @@ class Waker:
 
     # messages
 
-    def deliver_channel(self, channel: str) -> int:
+    async def deliver_channel(self, channel: str) -> int:
         """Wake the instances waiting on ``channel`` that have a message there now."""
         if self.closed:
             return 0
         try:
-            wakeups, _ = self.store.message_wakeups(0, self.names(), channel)
-        except RomancyError as error:
+            wakeups, _ = await self.gate.call(self.store.message_wakeups, 0, self.names(), channel)
+        except (RomancyError, StoreFault) as error:
             log.warning("delivery on %r failed (%s); the sweep retries", channel, error)
             return 0
-        return self._wake_all(wakeups)
+        return await self._wake_all(wakeups)
 
     def message_published(self, channel: str) -> None:
         """A workflow here published: deliver right after it yields (it keeps running)."""
-        self.loop.call_soon(self.deliver_channel, channel)
+        self._spawn(self.deliver_channel(channel))
 
     def _from_thread(self, hint: ChangeHint) -> None:
         if self.closed:
@@ -152,15 +213,20 @@ class Waker:
         if self.closed:
             return
         if hint.last_message_id > self._seen:
-            try:
-                wakeups, newest = self.store.message_wakeups(self._seen, self.names())
-            except RomancyError as error:
-                log.warning("delivery of new messages failed (%s); the sweep retries", error)
-            else:
-                self._seen = max(self._seen, newest)
-                self._wake_all(wakeups)
+            self._spawn(self._deliver_new())
         if hint.next_fire_at is not None:
             self.timers.schedule(hint.next_fire_at)
+
+    async def _deliver_new(self) -> None:
+        try:
+            wakeups, newest = await self.gate.call(
+                self.store.message_wakeups, self._seen, self.names()
+            )
+        except (RomancyError, StoreFault) as error:
+            log.warning("delivery of new messages failed (%s); the sweep retries", error)
+            return
+        self._seen = max(self._seen, newest)
+        await self._wake_all(wakeups)
 
     # the safety net
 
@@ -168,25 +234,31 @@ class Waker:
         while True:
             try:
                 await self.sweep()
-            except Exception:
+            except (Exception, StoreFault):
                 log.exception("waiting sweep failed; retrying at the next tick")
-            await asyncio.sleep(self.app.sweep_interval)
+            await asyncio.sleep(self.settings.sweep_interval)
 
-    def _cancel_waiting(self) -> None:
+    async def _cancel_waiting(self) -> None:
         """Cancel the waiting instances whose cancellation another process asked for.
 
         A cancel from a process that does not define the workflow (the CLI without
         ``--import``) is only recorded; the instance, unloaded while it waits, is claimed
         here and replayed, and its wait raises the cancellation: compensations run.
         """
-        app = self.app
-        for instance_id, name in self.store.cancelled_while_waiting(self.names()):
-            wf = app.registry.find_workflow(name)
-            if wf is None or not self.store.claim_instance(instance_id, app.worker_id, None):
+        instances = self.instances
+        found = await self.gate.call(self.store.cancelled_while_waiting, self.names())
+        for instance_id, name in found:
+            wf = instances.registry.find_workflow(name)
+            if wf is None:
                 continue
-            record = self.store.get_instance(instance_id)
-            if record is not None:
-                app._launch(app._resumed_run(wf, record))
+            with instances.claiming(instance_id) as free:
+                if not free or not await self.gate.call(
+                    self.store.claim_instance, instance_id, instances.worker_id, None
+                ):
+                    continue
+                record = await self.gate.call(self.store.get_instance, instance_id)
+                if record is not None:
+                    instances.launch(await instances.resumed_run(wf, record))
 
     async def sweep(self) -> int:
         """Wake whatever can be woken now; apply retention. Returns how many woke."""
@@ -194,138 +266,14 @@ class Waker:
         found = await asyncio.to_thread(self.store.scan_wakeups, now, self.names(), 1000)
         if self.closed:
             return 0
-        woken = self._wake_all(found)
-        self._cancel_waiting()
-        app = self.app
-        if app.message_retention is not None:
-            self.store.delete_messages(now - app.message_retention)
-        if app.archive_retention is not None:
-            self.store.delete_archives(now - app.archive_retention)
+        woken = await self._wake_all(found)
+        await self._cancel_waiting()
+        settings = self.settings
+        if settings.message_retention is not None:
+            await self.gate.call(self.store.delete_messages, now - settings.message_retention)
+        if settings.archive_retention is not None:
+            await self.gate.call(self.store.delete_archives, now - settings.archive_retention)
         return woken
 
 
-class WaitingApp:
-    """Mixin of ``App``: sending events and messages, groups, and the waker's lifecycle."""
-
-    _waker: Waker | None = None
-    watch_interval: float | None = 0.002
-    message_retention: float | None = 7 * 86400.0
-    archive_retention: float | None = None
-
-    if TYPE_CHECKING:  # provided by App
-        store: Any
-
-        def _ensure_schema(self) -> None: ...
-
-    def _start_waiting(self) -> None:
-        self._waker = Waker(self)  # type: ignore[arg-type]
-        self._waker.start()
-
-    async def _stop_waiting(self) -> None:
-        waker, self._waker = self._waker, None
-        if waker is not None:
-            await waker.stop()
-
-    def _waits_registered(self, waits: list[WaitSpec]) -> None:
-        if self._waker is not None:
-            self._waker.waits_registered(waits)
-
-    def _message_published(self, channel: str) -> None:
-        if self._waker is not None:
-            self._waker.message_published(channel)
-
-    def _post(self, message: MessageRecord) -> str:
-        self._ensure_schema()
-        self.store.publish(message)
-        if self._waker is not None:  # wake the waiting subscribers here and now
-            self._waker.deliver_channel(message.channel)
-        return message.message_id
-
-    async def fire_timer(self, instance_id: str, step_id: str | None = None) -> bool:
-        """Fire the instance's pending timer now, as if it were due ("fire now" in a panel).
-
-        A sleep returns at once (its step records the deadline as the firing time); a wait
-        with a timeout times out. ``step_id`` picks one timer, else the earliest. False if
-        the instance has no pending timer here (it woke already, or waits without one).
-        """
-        await self._ensure_open()  # type: ignore[attr-defined]
-        timers = self.store.pending_timers(instance_id)
-        if step_id is not None:
-            timers = [timer for timer in timers if timer[0] == step_id]
-        record = self.store.get_instance(instance_id)
-        if not timers or record is None or self._waker is None:
-            return False
-        chosen, fire_at = timers[0]
-        wakeup = Wakeup(instance_id, record.workflow_name, chosen)
-        return self._waker._wake(wakeup, max(time.time(), fire_at))
-
-    async def send_event(
-        self,
-        event_type: str,
-        data: Any = None,
-        *,
-        source: str = "romancy_nb",
-        id: str | None = None,
-        time: datetime | None = None,
-        subject: str | None = None,
-        extensions: dict[str, Any] | None = None,
-    ) -> str:
-        """Send an event; instances subscribed to ``event_type`` receive it. Returns its id.
-
-        Waiting instances defined in this process resume at once; other processes on the
-        same database notice within milliseconds. See :mod:`romancy_nb.engine.events` for
-        which instances receive it. Bad input (an unserializable ``data``, a naive
-        ``time``) raises and stores nothing; a repeated ``id`` is stored once.
-        """
-        return self._post(
-            events.event_message(
-                event_type,
-                data,
-                source=source,
-                id=id,
-                time=time,
-                subject=subject,
-                extensions=extensions,
-            )
-        )
-
-    async def publish(
-        self, channel: str, data: Any, *, metadata: dict[str, Any] | None = None
-    ) -> str:
-        """Publish a message on ``channel`` from outside any workflow; returns its id."""
-        channels.check_name("the channel", channel)
-        return self._post(
-            channels.new_message(
-                channel,
-                channels.encode_data(data, f"the data published on channel {channel!r}"),
-                channels.encode_metadata(metadata),
-            )
-        )
-
-    async def send_to(
-        self,
-        instance_id: str,
-        channel: str,
-        data: Any,
-        *,
-        metadata: dict[str, Any] | None = None,
-    ) -> str:
-        """Send a message to one instance (its ``direct`` subscription on ``channel``)."""
-        channels.check_name("the instance id", instance_id)
-        channels.check_name("the channel", channel)
-        return self._post(
-            channels.new_message(
-                channel,
-                channels.encode_data(data, f"the data sent on channel {channel!r}"),
-                channels.encode_metadata(metadata),
-                target=instance_id,
-            )
-        )
-
-    def get_group_members(self, group: str) -> list[str]:
-        """The ids of the instances that are members of ``group``, oldest member first."""
-        self._ensure_schema()
-        return self.store.group_members(group)
-
-
-__all__ = ["WaitingApp", "Waker"]
+__all__ = ["WakeSettings", "Waker"]

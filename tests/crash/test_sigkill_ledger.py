@@ -23,6 +23,7 @@ import apsw
 import pytest
 
 import romancy_nb as rn
+from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
@@ -59,6 +60,9 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path)
     db = tmp_path / "ledger.db"
     logs = tmp_path / "logs"
     logs.mkdir()
+    store = open_store(db)  # romancy_nb's file first: the user's table goes beside ours
+    store.migrate()
+    store.close()
     setup = apsw.Connection(str(db))
     setup.execute("CREATE TABLE ledger (instance_id TEXT NOT NULL, step_id TEXT NOT NULL)")
     setup.close()

@@ -233,8 +233,7 @@ async def test_retention_drops_old_messages(db_path: Path) -> None:
         assert app.store.table_counts()["channel_messages"] == 1
         created = time.time()
         await eventually(lambda: time.time() > created + 0.05)
-        assert app._waker is not None
-        await app._waker.sweep()
+        await app.sweep()
         assert app.store.table_counts()["channel_messages"] == 0
 
 

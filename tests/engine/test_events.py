@@ -115,7 +115,7 @@ async def test_wait_event_returns_the_event_with_its_attributes(app: rn.App) -> 
     CALLS.clear()
     iid = await app.start(ev_waiter, "ev.approved")
     await eventually(lambda: _status(app, iid) == "waiting_for_event")
-    assert app.get_instance(iid).lock_owner is None and iid not in app._runs
+    assert app.get_instance(iid).lock_owner is None and iid not in app.running()
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     event_id = await app.send_event(
         "ev.approved",
@@ -250,8 +250,7 @@ async def test_a_cancel_recorded_by_a_process_without_the_workflow(
     assert app.get_instance(iid).cancel_reason == "from the command line"
     await app.send_event("ev.never.again", "late")  # does not wake an instance to cancel
     assert _status(app, iid) == "waiting_for_event"
-    assert app._waker is not None
-    await app._waker.sweep()
+    await app.sweep()
     with pytest.raises(rn.WorkflowCancelled, match="from the command line"):
         await app.result(iid, timeout=10)
     assert CALLS == ["hold table", "unhold table"]

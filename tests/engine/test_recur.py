@@ -67,7 +67,7 @@ async def test_ten_thousand_recurs_in_bounded_memory_and_history(app: rn.App) ->
     assert await app.result(iid, timeout=120) == 10_000
     # the live history is one iteration's; nothing accumulates in memory
     assert len(app.get_history(iid)) == 1
-    assert len(app._runs) == 0
+    assert app.running() == []
     growth = SAMPLES[9_999] - SAMPLES[2000]
     assert growth < 2000, f"{growth} Python objects more after 8,000 further iterations"
     assert len(app.store.archived_runs(iid)) == 9_999
@@ -93,8 +93,7 @@ async def test_archive_retention(db_path) -> None:  # type: ignore[no-untyped-de
         iid = await app.start(rc_counter, 0, 3)
         assert await app.result(iid, timeout=10) == 3
         assert len(app.store.archived_runs(iid)) == 2
-        assert app._waker is not None
-        await app._waker.sweep()
+        await app.sweep()
         assert app.store.archived_runs(iid) == []
         assert app.store.table_counts()["workflow_history_archive"] == 0
 

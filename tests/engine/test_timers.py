@@ -86,7 +86,7 @@ async def test_sleep_suspends_without_a_coroutine_then_resumes(app: rn.App) -> N
     await eventually(lambda: _status(app, iid) == "waiting_for_timer", message="waiting")
     info = app.get_instance(iid)
     assert info.lock_owner is None  # the lease is released while waiting
-    assert iid not in app._runs  # no task, no coroutine
+    assert iid not in app.running()  # no task, no coroutine
     ended = await app.result(iid, timeout=10)
     assert ended - started >= 0.3
     assert CALLS == ["before", "after"]  # "before" ran once: replay answered it

@@ -163,7 +163,7 @@ def test_memory_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 async def test_group_commit_under_concurrency(db_path, synchronous: str) -> None:  # type: ignore[no-untyped-def]
     async with rn.App(db_path, synchronous=synchronous, group_commit=True) as app:
-        assert app.committer is not None
+        assert app.group_commit
         ids = await asyncio.gather(
             *(app.start(wf_quote, Item(sku=f"g{i}", qty=i)) for i in range(40))
         )

@@ -67,7 +67,8 @@ def refuse_foreign(
     raise StoreError(
         f"{where} is a SQLite database of another application (tables: {shown}), not a "
         "romancy_nb database; it was left untouched. Point romancy_nb at a new file or at "
-        "a romancy_nb database.",
+        "a romancy_nb database. To keep your own tables in the same file, let romancy_nb "
+        "create it first (open an App on the new file), then add them.",
         path=where,
     )
 

@@ -1,0 +1,146 @@
+"""The store gate: every store call the engine makes from the event loop goes through here.
+
+Two promises live in this one place:
+
+* **Infrastructure faults are never workflow failures.** A store error whose ``transient``
+  flag is set (a lock held past the busy timeout, a full disk, an I/O error, a lost
+  connection) is retried in place with exponential backoff until it goes away, as DBOS's
+  ``db_retry`` does ("everything pauses until the connection is recovered, trading off
+  availability for correctness"). Any other store error becomes :class:`StoreFault`, a
+  ``BaseException`` that user code cannot swallow: the run stops without recording an
+  outcome, and the instance is resumed later — it never reaches the workflow's
+  ``except`` nor its compensations.
+* **The event loop never waits on SQLite's lock.** The app's store connection does not
+  busy-wait (``open_store(..., wait_for_locks=False)``): a write that meets another writer
+  fails at once, and the gate *awaits* before trying again — woken early when a
+  transactional activity of this process closes its session, the usual holder.
+
+A store whose calls may block on the network (``Store.inline`` false) is called from one
+worker thread instead, so the loop stays responsive whatever the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from romancy_nb.engine.signals import StoreFault
+from romancy_nb.errors import StoreError
+
+log = logging.getLogger("romancy_nb")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+FIRST_DELAY = 0.0005
+"""Seconds before the first retry: a lock held by a local session is usually gone by then."""
+MAX_DELAY = 2.0
+"""Longest pause between two tries of the same call (a full disk, a database that is away)."""
+_WARN_AFTER = 2.0
+"""Seconds of retrying before the pause is logged as a warning (short lock waits are normal)."""
+
+
+class StoreGate:
+    """Calls store methods for the engine, retrying infrastructure faults without blocking."""
+
+    def __init__(self, *, inline: bool = True) -> None:
+        self._inline = inline
+        self._thread: ThreadPoolExecutor | None = None
+        self._sessions = 0
+        self._sessions_lock = threading.Lock()
+        self._released: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    # local sessions: the write lock's usual holder in this process
+
+    def session_opened(self) -> None:
+        """A transactional activity began a write transaction (called from any thread)."""
+        with self._sessions_lock:
+            self._sessions += 1
+
+    def session_closed(self) -> None:
+        """That transaction ended: wake the engine writes that are waiting for the lock."""
+        with self._sessions_lock:
+            self._sessions -= 1
+            waiters, self._released = self._released, []
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if a local session ends meanwhile."""
+        with self._sessions_lock:
+            if self._sessions == 0:
+                event = None
+            else:
+                event = asyncio.Event()
+                self._released.append((asyncio.get_running_loop(), event))
+        if event is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), delay)
+
+    # calls
+
+    async def call(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``method(*args)``, retried while it fails with a transient store error.
+
+        A non-transient :class:`~romancy_nb.errors.StoreError` is raised as
+        :class:`StoreFault` (the run stops, the instance is resumed later); any other
+        exception (a lost lease, a channel mode conflict...) passes through unchanged.
+        """
+        return await self._retrying(not self._inline, method, *args, **kwargs)
+
+    async def call_blocking(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """As :meth:`call`, for a call that may wait on a lock itself (migrations at open):
+        always from the gate's thread, so the loop never waits with it."""
+        return await self._retrying(True, method, *args, **kwargs)
+
+    async def _retrying(
+        self, in_thread: bool, method: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        delay = FIRST_DELAY
+        waited = 0.0
+        warned = False
+        while True:
+            try:
+                if not in_thread:
+                    return method(*args, **kwargs)
+                return await self._in_thread(method, *args, **kwargs)
+            except StoreError as error:
+                if not error.transient:
+                    raise StoreFault(error) from error
+                if waited >= _WARN_AFTER and not warned:
+                    log.warning(
+                        "the store is unavailable (%s); %s waits and retries until it is back",
+                        error,
+                        getattr(method, "__name__", "a store call"),
+                    )
+                    warned = True
+                await self._pause(delay)
+                waited += delay
+                delay = min(delay * 2, MAX_DELAY)
+
+    async def _in_thread(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="romancy-store")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: method(*args, **kwargs))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._thread = None
+
+
+async def backoff(attempt: int) -> None:
+    """Sleep before retrying work that an infrastructure fault interrupted (``attempt`` ≥ 1)."""
+    await asyncio.sleep(min(FIRST_DELAY * 2 ** min(attempt, 30), MAX_DELAY))
+
+
+__all__ = ["StoreGate", "backoff"]

@@ -1,0 +1,310 @@
+"""The instances this process runs: launching, finishing, resuming and recovering them.
+
+:class:`Instances` is the :class:`~romancy_nb.engine.runtime.RunHost` of every
+``WorkflowRun`` here. It keeps one promise above all: **no instance is leased to this
+worker without a task running it.** A run never raises out of its task (an infrastructure
+fault ends it ``paused``); an instance whose lease this worker holds but that has no run —
+the lease could not be released, a wake-up committed and then the store failed — is found
+by :meth:`Instances.recover` like any other orphan and resumed, after a backoff when the
+store was failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from romancy_nb.engine import leases
+from romancy_nb.engine.outcome import Outcome
+from romancy_nb.engine.runner import WorkflowRun
+
+if TYPE_CHECKING:
+    from romancy_nb.engine.commits import GroupCommitter
+    from romancy_nb.engine.definitions import Workflow
+    from romancy_nb.engine.gate import StoreGate
+    from romancy_nb.engine.registry import Registry
+    from romancy_nb.engine.retry import RetryPolicy
+    from romancy_nb.engine.wakeups import Waker
+    from romancy_nb.store import InstanceRecord, StepRecord, Store
+    from romancy_nb.store.protocol import WaitSpec
+
+log = logging.getLogger("romancy_nb")
+
+Listener = Callable[[str, "StepRecord | None"], None]
+
+_PAUSE_FIRST = 0.05
+_PAUSE_MAX = 30.0
+
+
+class Listeners:
+    """The callbacks of ``App.add_listener``; a failing one is logged and ignored."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Listener] = []
+
+    def add(self, callback: Listener) -> None:
+        self._callbacks.append(callback)
+
+    def remove(self, callback: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(instance_id, step)
+            except Exception:
+                log.exception("listener %r failed; ignored", callback)
+
+
+class Instances:
+    """Runs of this process, by instance id; the host every run reports to."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        gate: StoreGate,
+        registry: Registry,
+        worker_id: str,
+        default_retry: RetryPolicy | None,
+        executor: Executor | None,
+        committer: GroupCommitter | None,
+        lease_seconds: float,
+        listeners: Listeners,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._store = store
+        self._gate = gate
+        self._registry = registry
+        self._worker_id = worker_id
+        self._default_retry = default_retry
+        self._executor = executor
+        self._committer = committer
+        self._lease_seconds = lease_seconds
+        self._listeners = listeners
+        self._loop = loop
+        self.waker: Waker | None = None
+        self._runs: dict[str, WorkflowRun] = {}
+        self._claiming: set[str] = set()
+        self._launch_waiters: dict[str, asyncio.Event] = {}
+        self._diverged: dict[str, int] = {}
+        self._paused: dict[str, tuple[float, int]] = {}
+
+    # RunHost
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def gate(self) -> StoreGate:
+        return self._gate
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker_id
+
+    @property
+    def default_retry(self) -> RetryPolicy | None:
+        return self._default_retry
+
+    @property
+    def executor(self) -> Executor | None:
+        return self._executor
+
+    @property
+    def committer(self) -> GroupCommitter | None:
+        return self._committer
+
+    def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
+        self._listeners.notify(instance_id, step)
+
+    def waits_registered(self, waits: list[WaitSpec]) -> None:
+        if self.waker is not None:
+            self.waker.waits_registered(waits)
+
+    def message_published(self, channel: str) -> None:
+        if self.waker is not None:
+            self.waker.message_published(channel)
+
+    async def relaunch(
+        self, instance_id: str, input_json: str, values: tuple[Any, ...] | None, *, fresh: bool
+    ) -> None:
+        current = self._runs.get(instance_id)
+        if current is None:
+            return
+        history: list[StepRecord] = []
+        attempts: list[Any] = []
+        if not fresh:
+            history = await self._gate.call(self._store.load_history, instance_id)
+            attempts = await self._gate.call(self._store.load_attempts, instance_id)
+        self.launch(
+            WorkflowRun(
+                self,
+                current.workflow,
+                instance_id,
+                input_json=input_json,
+                args=values,
+                history=history,
+                attempts=attempts,
+            )
+        )
+
+    # launching and finishing
+
+    def get(self, instance_id: str) -> WorkflowRun | None:
+        return self._runs.get(instance_id)
+
+    def running(self) -> list[str]:
+        return list(self._runs)
+
+    def launch(self, run: WorkflowRun) -> None:
+        run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
+        self._runs[run.instance_id] = run
+        run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
+        waiter = self._launch_waiters.pop(run.instance_id, None)
+        if waiter is not None:
+            waiter.set()
+        self.notify(run.instance_id)
+
+    def _finished(self, run: WorkflowRun, task: asyncio.Task[Outcome]) -> None:
+        iid = run.instance_id
+        if self._runs.get(iid) is run:
+            del self._runs[iid]
+        self.notify(iid)
+        if task.cancelled():
+            return
+        error = task.exception()
+        outcome = Outcome("paused", error=error) if error is not None else task.result()
+        if error is not None:
+            log.error("%s: the run raised %r; it is resumed later", iid, error)
+        if outcome.status == "diverged":
+            self._diverged[iid] = self._registry.generation
+        if outcome.status == "paused":
+            _, faults = self._paused.get(iid, (0.0, 0))
+            delay = min(_PAUSE_FIRST * 2**faults, _PAUSE_MAX)
+            self._paused[iid] = (time.time() + delay, faults + 1)
+        elif outcome.status in ("completed", "failed", "cancelled", "suspended"):
+            self._paused.pop(iid, None)
+
+    def launch_waiter(self, instance_id: str) -> asyncio.Event:
+        """An event set when a run of ``instance_id`` is launched here."""
+        return self._launch_waiters.setdefault(instance_id, asyncio.Event())
+
+    def drop_waiter(self, instance_id: str) -> None:
+        self._launch_waiters.pop(instance_id, None)
+
+    @contextlib.contextmanager
+    def claiming(self, instance_id: str) -> Iterator[bool]:
+        """Reserve ``instance_id`` while this worker takes its lease and launches it.
+
+        Yields False if it already runs here or another claim is under way, so that
+        recovery (which also picks up instances leased to this worker) never launches a
+        second run of an instance being woken or cancelled.
+        """
+        if instance_id in self._runs or instance_id in self._claiming:
+            yield False
+            return
+        self._claiming.add(instance_id)
+        try:
+            yield True
+        finally:
+            self._claiming.discard(instance_id)
+
+    async def resumed_run(self, wf: Workflow[Any, Any], record: InstanceRecord) -> WorkflowRun:
+        iid = record.instance_id
+        return WorkflowRun(
+            self,
+            wf,
+            iid,
+            input_json=record.input,
+            history=await self._gate.call(self._store.load_history, iid),
+            attempts=await self._gate.call(self._store.load_attempts, iid),
+            status=record.status,
+            stored_error=record.error,
+            cancel_reason=record.cancel_reason,
+        )
+
+    async def claim_if_free(self, record: InstanceRecord) -> bool:
+        """Take the instance's lease unless a live worker holds it."""
+        owner = record.lock_owner
+        if owner is not None and owner != self._worker_id:
+            now = time.time()
+            holders = {w.worker_id: w for w in await self._gate.call(self._store.list_workers)}
+            holder = holders.get(owner)
+            if holder is not None and leases.is_alive(holder, now, self._lease_seconds):
+                return False
+        return await self._gate.call(
+            self._store.claim_instance, record.instance_id, self._worker_id, owner
+        )
+
+    # recovery and sweeps
+
+    async def recover(self) -> int:
+        """Resume every active instance whose holder is gone — this worker included, when
+        it holds a lease with no run — and whose workflow is defined here."""
+        now = time.time()
+        live = []
+        for worker in await self._gate.call(self._store.list_workers):
+            if worker.worker_id == self._worker_id:
+                continue
+            if leases.is_alive(worker, now, self._lease_seconds):
+                live.append(worker.worker_id)
+            else:
+                await self._gate.call(self._store.remove_worker, worker.worker_id)
+        resumed = 0
+        for record in await self._gate.call(self._store.find_orphans, live):
+            if await self._resume_orphan(record, now):
+                resumed += 1
+        if resumed:
+            log.info("resumed %d instance(s)", resumed)
+        return resumed
+
+    async def _resume_orphan(self, record: InstanceRecord, now: float) -> bool:
+        iid = record.instance_id
+        wf = self._registry.find_workflow(record.workflow_name)
+        if wf is None:
+            return False
+        if self._diverged.get(iid) == self._registry.generation:
+            return False  # still the code that diverged; wait for a redefinition
+        if self._paused.get(iid, (0.0, 0))[0] > now:
+            return False  # the store failed under its last run: back off
+        with self.claiming(iid) as free:
+            if not free:
+                return False
+            claimed = await self._gate.call(
+                self._store.claim_instance, iid, self._worker_id, record.lock_owner
+            )
+            if not claimed:
+                return False
+            self.launch(await self.resumed_run(wf, record))
+        return True
+
+    async def honour_cancels(self) -> None:
+        for instance_id, reason in await self._gate.call(
+            self._store.cancel_requests, self._worker_id
+        ):
+            run = self._runs.get(instance_id)
+            if run is not None:
+                run.cancel(reason)
+
+    async def close(self) -> None:
+        """Stop every run (they resume at the next start); their leases are released."""
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._runs.clear()
+
+
+__all__ = ["Instances", "Listeners"]

@@ -1,0 +1,112 @@
+"""The transaction of one attempt of a transactional activity.
+
+``ctx.session`` opens it lazily, at first use, so an activity that never touches the
+database never holds SQLite's single writer lock. The attempt's result is recorded in the
+same transaction (exactly once); a sync attempt that timed out is *abandoned* instead, and
+exactly one of "committed" and "abandoned" wins the race between its thread finishing and
+the workflow giving up on it.
+
+A store error while opening or committing is the engine's, not the user's: it is raised as
+:class:`~romancy_nb.engine.signals.StoreFault`, which the runner answers by retrying the
+attempt (its writes rolled back) without counting it against the retry policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from romancy_nb.engine.signals import LeaseLostSignal, StoreFault
+from romancy_nb.errors import StoreError
+
+if TYPE_CHECKING:
+    from romancy_nb.engine.gate import StoreGate
+    from romancy_nb.store import Session, StepRecord, Store
+
+log = logging.getLogger("romancy_nb")
+
+
+class AttemptSession:
+    """Owns the optional transaction of one attempt; safe to end from either side."""
+
+    __slots__ = ("_gate", "_guard", "_session", "_store", "state")
+
+    def __init__(self, store: Store, gate: StoreGate) -> None:
+        self._store = store
+        self._gate = gate
+        self._session: Session | None = None
+        self._guard = threading.Lock()
+        self.state = "running"
+        """``running``, then ``committed`` (its step is recorded) or ``abandoned``."""
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    def connection(self) -> Any:
+        """The backend connection inside the attempt's transaction (opened now if needed)."""
+        if self._session is None:
+            try:
+                self._session = self._store.open_session()
+            except StoreError as error:
+                raise StoreFault(error) from error
+            self._gate.session_opened()
+        return self._session.connection
+
+    def commit_step(self, step: StepRecord, owner: str) -> bool:
+        """Record ``step`` in the transaction and commit, unless the attempt was abandoned.
+
+        False if it was abandoned (nothing committed). A lost lease rolls everything back
+        and stops the run.
+        """
+        with self._guard:
+            if self.state == "abandoned":
+                return False
+            session = self._session
+            assert session is not None
+            try:
+                if not session.record_step(step, owner):
+                    self._end(commit=False)
+                    raise LeaseLostSignal(step.instance_id)
+                self._end(commit=True)
+            except StoreError as error:
+                self._end(commit=False)
+                raise StoreFault(error) from error
+            self.state = "committed"
+            return True
+
+    def abandon(self) -> bool:
+        """Give up on the attempt (it timed out); False if it committed first."""
+        with self._guard:
+            if self.state == "committed":
+                return False
+            self.state = "abandoned"
+            return True
+
+    def rollback(self) -> None:
+        """Roll back whatever is still open (the attempt failed, timed out or was cancelled).
+
+        Called on the way out of a failed attempt: a store error here is logged, not raised,
+        so it cannot hide the attempt's own outcome (the store discards the connection).
+        """
+        if self._session is not None and self.state != "committed":
+            try:
+                self._end(commit=False)
+            except StoreError:
+                log.exception("rolling back an activity's session failed")
+
+    def _end(self, *, commit: bool) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
+        finally:
+            self._gate.session_closed()
+
+
+__all__ = ["AttemptSession"]
