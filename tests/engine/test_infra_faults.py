@@ -317,3 +317,32 @@ async def test_a_store_error_while_compensating_resumes_the_unwinding(
         iid = await _run_saga(app)
         assert fault.hits == 1, f"the armed {spec.method} fault was not met"
         _check_saga(app, iid)
+
+
+# The write committed, and then the store raised (a connection lost before the reply, an
+# I/O error after the commit): retrying it must not record twice, lose a message or
+# strand the instance. A wake-up that committed is in test_orphan_leases.py.
+
+
+@pytest.mark.parametrize("write", list(FLOW_WRITES))
+async def test_a_write_that_committed_before_its_error_is_not_lost_or_doubled(
+    store: FaultyStore, db_path: Path, write: str
+) -> None:
+    spec = FLOW_WRITES[write]
+    async with _app(store, spec) as app:
+        fault = store.fail(spec.method, DatabaseLockedError, after=True, when=spec.when)
+        iid = await _run_flow(app, f"inf-{write}")
+        assert fault.hits == 1, f"the armed {spec.method} fault was not met"
+        _check_flow(app, db_path, iid)
+
+
+@pytest.mark.parametrize("write", list(SAGA_WRITES))
+async def test_a_compensation_write_that_committed_before_its_error_runs_once(
+    store: FaultyStore, write: str
+) -> None:
+    spec = SAGA_WRITES[write]
+    async with _app(store, spec) as app:
+        fault = store.fail(spec.method, DatabaseLockedError, after=True, when=spec.when)
+        iid = await _run_saga(app)
+        assert fault.hits == 1, f"the armed {spec.method} fault was not met"
+        _check_saga(app, iid)
