@@ -233,6 +233,16 @@ class WaitingQueries:
         with self._c.immediate() as db:
             self._check_lease(db, instance_id, owner)
             for wait in waits:
+                # Recorded already: an earlier take_message committed, then its caller saw
+                # an error and retried. Replay from history instead of waiting for ever.
+                recorded: list[tuple[Any, ...]] = db.execute(
+                    f"SELECT {_STEP_COLUMNS} FROM workflow_history "
+                    "WHERE instance_id = ? AND step_id = ?",
+                    (instance_id, wait.step_id),
+                ).fetchall()
+                if recorded:
+                    return StepRecord(*recorded[0])
+            for wait in waits:
                 answered = self._answer(db, instance_id, wait, seq, now)
                 if answered is not None:
                     return answered
