@@ -222,15 +222,15 @@ ticks = Counter[str]()
 @rn.activity
 async def lc_hold(ctx: rn.ActivityContext, note: str) -> dict[str, int]:
     _ledger(ctx, note)  # BEGIN IMMEDIATE: this process now holds the write lock
-    gates["holding"].set()
+    gates[note].set()
     before = ticks["loop"]
     await asyncio.sleep(0.2)
     return {"ticks": ticks["loop"] - before}
 
 
 @rn.workflow
-async def lc_holder(ctx: rn.WorkflowContext) -> dict[str, int]:
-    return await lc_hold(ctx, "held")
+async def lc_holder(ctx: rn.WorkflowContext, note: str = "held") -> dict[str, int]:
+    return await lc_hold(ctx, note)
 
 
 async def _ticker() -> None:
@@ -243,7 +243,7 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
     faulty: Callable[[float], FaultyStore], db_path: Path, sleeps: SleepRecorder
 ) -> None:
     store = faulty(1.0)
-    gates["holding"] = asyncio.Event()
+    gates["held"] = asyncio.Event()
     other = "lc-other-instance"
     gates[other] = asyncio.Event()
     ticker = asyncio.get_running_loop().create_task(_ticker())
@@ -252,7 +252,7 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
             await app.start(lc_flow, 5, True, instance_id=other)
             await eventually(lambda: ledger_rows(db_path, "lc_ledger"))  # at its gate
             holder = await app.start(lc_holder)
-            await asyncio.wait_for(gates["holding"].wait(), 30)
+            await asyncio.wait_for(gates["held"].wait(), 30)
             gates[other].set()  # its steps now meet the lock the holder keeps across await
             during = await app.result(holder, timeout=30)
             assert await app.result(other, timeout=30) == sum(range(5))
@@ -270,6 +270,27 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
     assert loop_sleeps == Counter(), (
         f"the event loop busy-waited on SQLite's lock while a session held it: {loop_sleeps}"
     )
+
+
+async def test_a_second_async_session_waits_for_the_first_without_blocking_the_loop(
+    faulty: Callable[[float], FaultyStore], db_path: Path, sleeps: SleepRecorder
+) -> None:
+    # The second activity's ctx.session (BEGIN IMMEDIATE, on the loop thread: the activity
+    # is async) meets the lock the first keeps across its await.
+    store = faulty(1.0)
+    gates["first"], gates["second"] = asyncio.Event(), asyncio.Event()
+    async with rn.App(store, default_retry=FAST_RETRY, sweep_interval=0.05) as app:
+        first = await app.start(lc_holder, "first")
+        await asyncio.wait_for(gates["first"].wait(), 30)
+        second = await app.start(lc_holder, "second")
+        await app.result(first, timeout=30)
+        await app.result(second, timeout=30)
+        for iid in (first, second):
+            assert_completed_without_compensation(app, iid)
+        notes = sorted(row[2] for row in ledger_rows(db_path, "lc_ledger"))
+        assert notes == ["first", "second"]
+    loop_sleeps = sleeps.on(threading.get_ident())
+    assert loop_sleeps == Counter(), f"the event loop busy-waited on SQLite's lock: {loop_sleeps}"
 
 
 # a sync activity overran its timeout while holding its session
