@@ -6,6 +6,7 @@ See the README for a tour, and ``romancy_nb.engine`` for how it works.
 
 from typing import Any
 
+from romancy_nb.codecs import install as _install_codecs
 from romancy_nb.engine import (
     Activity,
     ActivityContext,
@@ -48,6 +49,10 @@ from romancy_nb.errors import (
 from romancy_nb.store import connect
 
 __version__ = "0.1.0"
+
+# Values of other libraries (pandas DataFrames...) are stored the same way in scripts,
+# workers and notebooks; the codecs import their library only when a value needs it.
+_install_codecs()
 
 # The notebook layer (views, the default app) loads on first use, so that
 # ``import romancy_nb`` never imports IPython or pandas.

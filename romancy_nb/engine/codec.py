@@ -1,110 +1,426 @@
-"""Typed JSON for everything the store keeps: arguments, results, workflow input.
+"""Typed JSON for everything the store keeps: arguments, results, workflow input, messages.
 
-Values are encoded with pydantic ``TypeAdapter``s built from the function's annotations, so
-a result comes back from replay as the type it was declared as (a pydantic model, a
-dataclass, ``list[int]``...). Serialization runs with ``warnings="error"``: a value that
-does not match its annotation, or a type JSON cannot hold, fails at once with an error that
-names the function and the type — nothing is pickled behind the user's back.
+A stored value must come back from replay exactly as the first run saw it, or be refused at
+the call that would store it, with an error naming what and the type. Three rules:
 
-pandas DataFrames are supported as a tagged JSON table that keeps every column's dtype.
+- **Annotated values** go through a pydantic ``TypeAdapter`` built from the annotation, so
+  a result replays as the declared type (a model, a dataclass, ``set[int]``...). A value that
+  does not match its annotation fails at once (``warnings="error"``). ``bytes`` are stored as
+  base64 (a model's own config decides for its fields).
+- **Unannotated (``Any``) values** are JSON's own values only — ``None``, ``bool``, ``int``,
+  finite ``float``, ``str``, ``list``, ``dict`` with ``str`` keys — plus ``bytes`` and
+  classes with a registered :class:`Codec`, stored as tagged objects
+  (``{"__romancy_type__": tag, ...}``). Anything JSON would silently turn into something
+  else is refused: a tuple or set (a list on replay), a model (a dict), a generator (consumed
+  by storing it).
+- **Everywhere**: no NaN or infinity (JSON has neither; the stored text stays valid JSON for
+  SQLite's ``json_extract``), and no nesting deeper than :data:`MAX_DEPTH`, the limit of the
+  JSON reader replay uses.
+
+Classes JSON cannot hold (a data frame library's, a user's own) are added with :func:`register`;
+the engine itself knows only ``bytes``. Checks stay off the hot path: a small value pays a
+length test and a substring search on its JSON text.
 """
 
 from __future__ import annotations
 
+import base64
+import collections.abc
+import dataclasses
+import datetime
+import decimal
 import inspect
-import io
+import types
 import typing
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any
 
+import pydantic_core
 import typing_extensions
-from pydantic import PlainSerializer, PlainValidator, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+)
 from pydantic_core import PydanticSerializationError
 
 from romancy_nb.errors import RomancyError, SerializationError
 
-_TAG = "__romancy_type__"
+TAG = "__romancy_type__"
+"""The key that marks a tagged value (bytes, a registered codec's class) in stored JSON."""
+
+MAX_DEPTH = 200
+"""Deepest nesting stored: pydantic-core's JSON reader (jiter) refuses level 201."""
 
 
 class InvalidArgumentsError(RomancyError, TypeError):
     """Arguments do not match the function's signature or annotations; nothing was stored."""
 
 
-# pandas, without importing it unless a DataFrame is really involved
+class UnresolvedAnnotationError(RomancyError, TypeError):
+    """A durable function's annotations name something that does not exist (yet).
+
+    Raised at first use, not cached: define the name (a later notebook cell) and call again.
+    """
 
 
-def _is_dataframe_type(tp: Any) -> bool:
-    return getattr(tp, "__name__", None) == "DataFrame" and str(
-        getattr(tp, "__module__", "")
-    ).startswith("pandas")
+# the codec registry
 
 
-def _is_dataframe(value: Any) -> bool:
-    return _is_dataframe_type(type(value))
+@dataclass(frozen=True)
+class Codec:
+    """How instances of a class JSON cannot hold are stored: a tagged JSON object.
+
+    ``handles(cls)`` recognises the class — it is called with annotations and with the
+    classes of values, so it can compare names without importing the class's library.
+    ``encode(value)`` gives the object's JSON fields; ``decode(fields)`` rebuilds the value.
+    The stored form is ``{"__romancy_type__": tag, **fields}``, under an annotation of the
+    class and inside unannotated values alike.
+    """
+
+    tag: str
+    handles: Callable[[type], bool]
+    encode: Callable[[Any], dict[str, Any]]
+    decode: Callable[[dict[str, Any]], Any]
 
 
-def _dataframe_to_json(frame: Any) -> dict[str, Any]:
-    return {
-        _TAG: "pandas.DataFrame",
-        "table": frame.to_json(orient="table", date_unit="ns"),
-        "dtypes": [str(dtype) for dtype in frame.dtypes],
-    }
+def _to_base64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
 
 
-def _dataframe_from_json(value: Any) -> Any:
-    import pandas as pd
+def _from_base64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
 
-    if _is_dataframe(value):
+
+BYTES = Codec(
+    "bytes",
+    lambda cls: cls is bytes,
+    lambda value: {"base64": _to_base64(value)},
+    lambda fields: _from_base64(fields["base64"]),
+)
+"""The one codec the engine has: ``bytes`` inside unannotated values (annotated ``bytes``
+are plain base64 strings: the annotation says what they are)."""
+
+_codecs: dict[str, Codec] = {BYTES.tag: BYTES}
+_by_class: dict[type, Codec | None] = {}
+
+
+def register(codec: Codec) -> None:
+    """Store the classes ``codec`` handles through it from now on (one codec per tag).
+
+    Register before the first workflow runs: call shapes already built keep their codecs.
+    """
+    if codec.tag in _codecs:
+        raise ValueError(f"a codec with the tag {codec.tag!r} is already registered")
+    _codecs[codec.tag] = codec
+    _forget()
+
+
+def unregister(tag: str) -> None:
+    """Remove the codec registered under ``tag`` (tests; a notebook re-running a cell)."""
+    _codecs.pop(tag, None)
+    _forget()
+
+
+def for_tag(tag: str) -> Codec | None:
+    """The codec that stored values tagged ``tag``, if registered."""
+    return _codecs.get(tag)
+
+
+def for_class(cls: type) -> Codec | None:
+    """The codec for instances of ``cls``, if any (looked up once per class)."""
+    try:
+        return _by_class[cls]
+    except KeyError:
+        found = next((c for c in _codecs.values() if c.handles(cls)), None)
+        _by_class[cls] = found
+        return found
+
+
+def _forget() -> None:
+    _by_class.clear()
+    adapter.cache_clear()
+    _coder.cache_clear()
+
+
+# refusing values, with where and why
+
+
+class _Refused(ValueError):
+    """Why a value cannot be stored, and where in it (filled in while unwinding)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+    def describe(self, root: str) -> str:
+        """The reason, and where: ``value['rows'][3]`` for a ``root`` named ``value``."""
+        return f"{self.reason} (at {root}{''.join(self.path)})" if self.path else self.reason
+
+
+def _unsupported(value: Any) -> _Refused:
+    name = _type_name(value)
+    if isinstance(value, collections.abc.Iterator | collections.abc.AsyncIterator):
+        return _Refused(
+            f"holds a {name}, which storing would consume (it would come back as a list): "
+            "return a list instead"
+        )
+    return _Refused(
+        f"holds a {name}, which JSON would change (it would come back as another type): "
+        "annotate it with its type (a pydantic model, a dataclass, tuple[int, str], "
+        "set[int]...) or use JSON values, bytes, or a class with a registered codec"
+    )
+
+
+def _non_finite(value: float) -> _Refused:
+    return _Refused(f"holds the float {value!r}, which JSON cannot hold (no NaN or infinity)")
+
+
+_TOO_DEEP = (
+    f"nests deeper than {MAX_DEPTH} levels where it is stored, more than the JSON reader "
+    "replay uses can read back"
+)
+
+
+def _type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+
+
+# unannotated values: JSON's own, bytes and registered classes (tagged)
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON-ready data, exactly reversible by :func:`_untag`, or ``_Refused``."""
+    cls = type(value)
+    if cls is str or cls is int or cls is bool or value is None:
         return value
-    if not (isinstance(value, dict) and value.get(_TAG) == "pandas.DataFrame"):
-        raise ValueError("expected a stored pandas DataFrame")
-    frame = pd.read_json(io.StringIO(value["table"]), orient="table")
-    for column, dtype in zip(frame.columns, value["dtypes"], strict=True):
-        if str(frame[column].dtype) != dtype:
-            frame[column] = frame[column].astype(dtype)
-    return frame
+    if cls is float:
+        if value - value == 0.0:  # false for NaN and ±inf
+            return value
+        raise _non_finite(value)
+    if depth >= MAX_DEPTH:
+        raise _Refused(_TOO_DEEP)
+    if cls is list:
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_jsonable(item, depth + 1))
+            except _Refused as refused:
+                refused.path.insert(0, f"[{index}]")
+                raise
+        return items
+    if cls is dict:
+        if TAG in value:
+            raise _Refused(f"holds a dict with the key {TAG!r}, which is reserved")
+        fields = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Refused(
+                    f"holds a dict key of type {_type_name(key)}, which JSON would turn "
+                    "into a str: annotate the dict (dict[int, str]...) or use str keys"
+                )
+            try:
+                fields[key] = _jsonable(item, depth + 1)
+            except _Refused as refused:
+                refused.path.insert(0, f"[{key!r}]")
+                raise
+        return fields
+    codec = for_class(cls)
+    if codec is None:
+        raise _unsupported(value)
+    return _tagged(codec, value, depth)
 
 
-def _any_to_json(value: Any) -> Any:
-    if _is_dataframe(value):
-        return _dataframe_to_json(value)
-    return _ANY.dump_python(value, mode="json", warnings="error")
+def _jsonable_any(value: Any) -> Any:
+    return _jsonable(value)  # one parameter: pydantic would pass a second one its info
 
 
-def _any_from_json(value: Any) -> Any:
-    if isinstance(value, dict) and value.get(_TAG) == "pandas.DataFrame":
-        return _dataframe_from_json(value)
+def _untag(value: Any) -> Any:
+    """Read data that :func:`_jsonable` wrote: tagged objects become their values again."""
+    cls = type(value)
+    if cls is list:
+        return [_untag(item) for item in value]
+    if cls is dict:
+        tag = value.get(TAG)
+        if tag is None:
+            return {key: _untag(item) for key, item in value.items()}
+        codec = for_tag(tag) if isinstance(tag, str) else None
+        if codec is None:
+            raise ValueError(
+                f"it holds a value tagged {tag!r}, and no codec for that tag is registered "
+                "in this process (import the module that registers it)"
+            )
+        return _decode_tagged(codec, value)
     return value
 
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)
-_DataFrameJson = Annotated[
-    Any, PlainSerializer(_dataframe_to_json), PlainValidator(_dataframe_from_json)
+def _any_value(value: Any, info: Any) -> Any:
+    # Python-mode validation (a workflow's arguments before they are stored) keeps objects
+    # as they are; only stored JSON holds tags.
+    return _untag(value) if info.mode == "json" else value
+
+
+_AnyJson = Annotated[Any, PlainSerializer(_jsonable_any), PlainValidator(_any_value)]
+
+
+def _tagged(codec: Codec, value: Any, depth: int = 0) -> dict[str, Any]:
+    # The codec's fields follow the unannotated rules too (so they may hold bytes, and
+    # never a NaN that would make the stored text invalid JSON).
+    return {TAG: codec.tag, **_jsonable(codec.encode(value), depth)}
+
+
+def _decode_tagged(codec: Codec, stored: dict[str, Any]) -> Any:
+    return codec.decode({key: _untag(item) for key, item in stored.items() if key != TAG})
+
+
+def _from_tagged(codec: Codec, value: Any) -> Any:
+    if codec.handles(type(value)):
+        return value
+    if not (isinstance(value, dict) and value.get(TAG) == codec.tag):
+        raise ValueError(f"expected a stored {codec.tag}")
+    return _decode_tagged(codec, value)
+
+
+def _bytes_from_json(value: Any, handler: Any, info: Any) -> Any:
+    if info.mode == "json" and isinstance(value, str):
+        return _from_base64(value)
+    return handler(value)  # pydantic's own bytes rules for Python values
+
+
+_Base64Bytes = Annotated[
+    bytes,
+    PlainSerializer(_to_base64, when_used="json"),
+    WrapValidator(_bytes_from_json),
 ]
-_AnyJson = Annotated[Any, PlainSerializer(_any_to_json), PlainValidator(_any_from_json)]
+"""Annotated ``bytes``: base64 in JSON (pydantic's default, UTF-8, refuses most bytes)."""
+
+
+@lru_cache(maxsize=256)
+def _codec_type(codec: Codec) -> Any:
+    return Annotated[
+        Any, PlainSerializer(partial(_tagged, codec)), PlainValidator(partial(_from_tagged, codec))
+    ]
+
+
+# annotations
+
+
+_ITERATORS = {
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+}
+_BARE = {list: list[Any], dict: dict[str, Any], tuple: tuple[Any, ...], set: set[Any]}
+_CONTAINERS = {
+    list,
+    dict,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Sequence,
+    collections.abc.Mapping,
+}
+_UNIONS = (typing.Union, types.UnionType)
 
 
 def _resolve(tp: Any) -> Any:
-    if tp is Any or tp is inspect.Parameter.empty:
+    """The annotation pydantic is given: ``Any`` (also inside containers) and codec classes
+    swapped for their exact codecs; iterators refused (storing one consumes it)."""
+    if tp is Any or tp is inspect.Parameter.empty or tp is object:
         return _AnyJson
-    if _is_dataframe_type(tp):
-        return _DataFrameJson
-    return tp
+    if tp in _ITERATORS or typing.get_origin(tp) in _ITERATORS:
+        raise SerializationError(
+            f"values annotated {_show(tp)} cannot be stored: an iterator is consumed by "
+            "storing it and would replay as something else; annotate it as a list "
+            "(list[int]...) and return a list",
+            value_type=_show(tp),
+        )
+    if isinstance(tp, type):
+        if tp in _BARE:
+            return _resolve(_BARE[tp])
+        if tp is bytes:
+            return _Base64Bytes
+        codec = for_class(tp)
+        return _codec_type(codec) if codec is not None else tp
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if not args or not (origin in _CONTAINERS or origin in _UNIONS):
+        return tp
+    keep = 1 if origin in (dict, collections.abc.Mapping) else 0  # dict keys stay as typed
+    resolved = args[:keep] + tuple(a if a is Ellipsis else _resolve(a) for a in args[keep:])
+    if resolved == args:
+        return tp
+    return typing.Union[resolved] if origin in _UNIONS else origin[resolved]  # noqa: UP007
+
+
+def _show(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__qualname__
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
 
 
 @lru_cache(maxsize=4096)
 def adapter(tp: Any) -> TypeAdapter[Any]:
-    """The cached adapter for an annotation (``Any`` handles DataFrames too)."""
+    """The cached adapter for an annotation, with the exact codecs of :func:`_resolve`."""
     return TypeAdapter(_resolve(tp))
+
+
+_SCALARS = {
+    int,
+    str,
+    bool,
+    bytes,
+    type(None),
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    decimal.Decimal,
+}
+
+
+@lru_cache(maxsize=4096)
+def _may_hold_float(tp: Any) -> bool:
+    """Whether pydantic may meet a float under ``tp`` (and silently store NaN as null).
+
+    ``Any`` parts are checked by :func:`_jsonable` itself; unknown classes may hold one.
+    """
+    if tp is Any or tp is None or tp in _SCALARS or tp is inspect.Parameter.empty:
+        return False
+    if isinstance(tp, type):
+        return tp not in _BARE and for_class(tp) is None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return any(isinstance(a, float) for a in args)
+    if origin is Annotated:
+        return _may_hold_float(args[0])
+    if args:
+        return any(_may_hold_float(a) for a in args if a is not Ellipsis)
+    return True
 
 
 @lru_cache(maxsize=4096)
 def _plain_class(tp: Any) -> type | None:
-    """The class whose instances may skip the strict check, if ``tp`` is a plain class."""
+    """The class whose instances may skip the strict check, if ``tp`` is a plain class.
+
+    ``Any`` is ``object``: every value matches it, and :func:`_jsonable` checks it itself.
+    """
     if tp is None or tp is type(None):
         return type(None)
-    if tp is Any or not isinstance(tp, type) or tp is float or _is_dataframe_type(tp):
+    if tp is Any or tp is inspect.Parameter.empty:
+        return object
+    if not isinstance(tp, type) or tp is float or tp in _BARE or for_class(tp) is not None:
         return None  # float is left out: pydantic also accepts an int for it
     try:
         isinstance(None, tp)  # Protocols and other special forms refuse isinstance
@@ -113,46 +429,176 @@ def _plain_class(tp: Any) -> type | None:
     return tp
 
 
-def _dump(adapter: TypeAdapter[Any], value: Any, checked: bool = False) -> str:
+# checks on the JSON text (cheap unless the text says there is something to look at)
+
+
+def _check_finite(serializer: Any, value: Any) -> None:
+    """Refuse a NaN or infinity that pydantic stored as ``null`` (or as a bare constant)."""
+    _find_non_finite(serializer.to_python(value, warnings=False))
+
+
+def _find_non_finite(value: Any) -> None:
+    if isinstance(value, float):
+        if value - value != 0.0:
+            raise _non_finite(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            try:
+                _find_non_finite(item)
+            except _Refused as refused:
+                refused.path.insert(0, f".{key}" if isinstance(key, str) else f"[{key!r}]")
+                raise
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            try:
+                _find_non_finite(item)
+            except _Refused as refused:
+                refused.path.insert(0, f"[{index}]")
+                raise
+
+
+def _check_depth(text: bytes, limit: int) -> None:
+    """Refuse text nested deeper than ``limit``; it takes ``2 * limit`` bytes to, so small
+    texts are never scanned, and only one with many brackets is read back to be sure."""
+    if len(text) <= 2 * limit or text.count(b"[") + text.count(b"{") <= limit:
+        return
+    if limit < MAX_DEPTH:  # an argument inside its record: one level is the record's
+        text = b"[" * (MAX_DEPTH - limit) + text + b"]" * (MAX_DEPTH - limit)
+    try:
+        pydantic_core.from_json(text)
+    except ValueError as error:
+        if "recursion limit" in str(error):
+            raise _Refused(_TOO_DEEP) from None
+        raise
+
+
+def _dump(
+    adapter: TypeAdapter[Any], value: Any, *, checked: bool, floats: bool, depth: int = 0
+) -> bytes:
     # The core serializer directly: TypeAdapter.dump_json's Python wrapper costs more than
     # the serialization of a small value, and this runs twice per durable step.
     # warnings="error" turns a value that does not match its annotation into an error
     # (instead of storing something replay would decode as another type), but pydantic-core
     # takes ~1.7 µs a call to set it up; a value already known to be an instance of its
     # annotated class (``checked``) cannot mismatch, so it skips that.
-    if checked:
-        return adapter.serializer.to_json(value, warnings=False).decode()
-    return adapter.serializer.to_json(value, warnings="error").decode()
+    serializer = adapter.serializer
+    text = serializer.to_json(value, warnings=False if checked else "error")
+    if floats and (b"null" in text or b"NaN" in text or b"Infinity" in text):
+        _check_finite(serializer, value)
+    _check_depth(text, MAX_DEPTH - depth)
+    return text  # type: ignore[no-any-return]
 
 
-def _load(adapter: TypeAdapter[Any], text: str) -> Any:
-    return adapter.validator.validate_json(text)
+_ENCODE_ERRORS = (PydanticSerializationError, ValueError, TypeError)
 
 
-def _unstorable(what: str, value: Any, error: Exception) -> SerializationError:
+def _reason(error: Exception) -> str:
+    if isinstance(error, _Refused):
+        return error.reason
+    if isinstance(error, PydanticSerializationError) and "depth exceeded" in str(error):
+        return _TOO_DEEP
+    return f"does not serialize to JSON for its annotation ({error})"
+
+
+def _load_failure(what: str, tp: Any, error: Exception) -> SerializationError:
+    if "recursion limit" in str(error):
+        detail = f"it nests deeper than {MAX_DEPTH} levels"
+    else:
+        detail = str(error)
     return SerializationError(
-        f"cannot store {what}: a {type(value).__name__} value does not serialize to JSON "
-        f"for its annotation ({error}). Annotate it with a pydantic model, a dataclass or a "
-        "JSON type, or convert it first.",
+        f"cannot read {what} back from the store as {_show(tp)}: {detail}. The stored "
+        "value no longer matches its annotation (did the code change while the instance "
+        "waited?); restore the old type, or start a new instance.",
         what=what,
-        value_type=f"{type(value).__module__}.{type(value).__qualname__}",
+        value_type=_show(tp),
     )
+
+
+class _Coder:
+    """Encode and decode for one annotation, its checks decided once."""
+
+    __slots__ = ("adapter", "any", "floats", "plain", "tp")
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+        self.any = _resolve(tp) is _AnyJson
+        self.adapter = adapter(tp)
+        self.plain = _plain_class(tp)
+        self.floats = _may_hold_float(tp)
+
+    def dump(self, value: Any, depth: int = 0) -> bytes:
+        if self.any:  # no pydantic between the check and the text: it is exact already
+            return pydantic_core.to_json(_jsonable(value, depth))
+        checked = self.plain is not None and isinstance(value, self.plain)
+        return _dump(self.adapter, value, checked=checked, floats=self.floats, depth=depth)
+
+    def encode(self, value: Any, what: str) -> str:
+        try:
+            return self.dump(value).decode()
+        except _ENCODE_ERRORS as error:
+            raise SerializationError(
+                f"cannot store {what}: it {_describe(error, value, 'it')}",
+                what=what,
+                value_type=f"{type(value).__module__}.{type(value).__qualname__}",
+            ) from None
+
+    def load(self, text: str, what: str) -> Any:
+        try:
+            if self.any:
+                value = pydantic_core.from_json(text)
+                return _untag(value) if TAG in text else value
+            return self.adapter.validator.validate_json(text)
+        except (ValidationError, ValueError, KeyError, TypeError) as error:
+            raise _load_failure(what, self.tp, error) from None
+
+
+def _describe(error: Exception, value: Any, root: str) -> str:
+    if isinstance(error, _Refused):
+        return error.describe(root)
+    return f"is a {_type_name(value)} that {_reason(error)}"
+
+
+@lru_cache(maxsize=4096)
+def _coder(tp: Any) -> _Coder:
+    return _Coder(tp)
 
 
 def encode(value: Any, tp: Any, what: str) -> str:
     """JSON text of ``value`` as type ``tp``; ``what`` names it in an error."""
-    plain = _plain_class(tp)
-    try:
-        return _dump(adapter(tp), value, plain is not None and isinstance(value, plain))
-    except (PydanticSerializationError, ValueError, TypeError) as error:
-        raise _unstorable(what, value, error) from None
+    return _coder(tp).encode(value, what)
 
 
-def decode(text: str | None, tp: Any) -> Any:
-    """The value of type ``tp`` that ``encode`` stored as ``text``."""
+def decode(text: str | None, tp: Any, what: str = "a stored value") -> Any:
+    """The value of type ``tp`` that ``encode`` stored as ``text``; ``what`` names it in an
+    error (a stored value that no longer matches its annotation)."""
     if text is None:
         return None
-    return _load(adapter(tp), text)
+    return _coder(tp).load(text, what)
+
+
+def encode_message(data: Any, what: str) -> str:
+    """JSON text of a message's (or event's) data.
+
+    The receiver says what type to read it as (``model=``), so a pydantic model or a
+    dataclass is stored as its JSON object; everything else follows the unannotated rules.
+    """
+    cls = type(data)
+    is_schema = isinstance(data, BaseModel) or (
+        dataclasses.is_dataclass(data) and not isinstance(data, type)
+    )
+    return encode(data, cls if is_schema else Any, what)
+
+
+def decode_message(value: Any, model: Any, what: str) -> Any:
+    """A message's data from its parsed JSON, as ``model`` when one is given."""
+    try:
+        value = _untag(value)
+        return value if model is None else adapter(model).validate_python(value)
+    except (ValidationError, ValueError, KeyError, TypeError) as error:
+        raise _load_failure(what, Any if model is None else model, error) from None
+
+
+# a durable function's call shape
 
 
 @dataclass(frozen=True)
@@ -162,14 +608,29 @@ class Parameter:
     default: Any
 
 
+def _type_hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception as error:
+        name = getattr(error, "name", None)
+        named = f" {name!r}" if isinstance(name, str) else ""
+        raise UnresolvedAnnotationError(
+            f"{what} has an annotation that does not resolve: {error}. Define or import"
+            f"{named or ' it'} before the first call (in a notebook, run that cell first); "
+            "the annotation decides how values are stored, so romancy_nb does not guess.",
+            what=what,
+            name=name,
+        ) from None
+
+
 class CallShape:
     """A durable function's parameters (after ``ctx``) and result, with their codecs.
 
     Built lazily at first use so annotations may name types defined after the function
-    (as happens in notebooks).
+    (as happens in notebooks); a name that still does not resolve then is an error.
     """
 
-    def __init__(self, fn: typing.Callable[..., Any], what: str) -> None:
+    def __init__(self, fn: Callable[..., Any], what: str) -> None:
         self.what = what
         signature = inspect.signature(fn)
         params = list(signature.parameters.values())
@@ -187,20 +648,24 @@ class CallShape:
                     f"{what} cannot take *args or **kwargs: durable functions record their "
                     "arguments by name and type"
                 )
-        try:
-            hints = typing.get_type_hints(fn, include_extras=True)
-        except Exception:  # names an annotation cannot resolve yet: store as plain JSON
-            hints = {}
+        hints = _type_hints(fn, what)
         self.params = [Parameter(p.name, hints.get(p.name, Any), p.default) for p in params[1:]]
         self.result_type = hints.get("return", Any)
         self._names = [p.name for p in self.params]
         self._signature = signature.replace(parameters=params[1:])
-        self._classes = tuple(_plain_class(p.annotation) for p in self.params)
+        try:
+            resolved = [_resolve(p.annotation) for p in self.params]
+            self._result = _coder(self.result_type)
+        except SerializationError as error:
+            raise SerializationError(f"{what}: {error}", what=what) from None
+        self._coders = [_coder(p.annotation) for p in self.params]
+        self._classes = tuple(c.plain for c in self._coders)
         self._all_plain = all(c is not None for c in self._classes)
-        self._args_adapter = adapter(tuple[tuple(_resolve(p.annotation) for p in self.params)])
-        self._input_adapter = adapter(
+        self._floats = any(c.floats for c in self._coders)
+        self._args_adapter = TypeAdapter(tuple[tuple(resolved)])
+        self._input_adapter = TypeAdapter(
             typing_extensions.TypedDict(  # type: ignore[operator]
-                f"{fn.__name__}_input", {p.name: _resolve(p.annotation) for p in self.params}
+                f"{fn.__name__}_input", dict(zip(self._names, resolved, strict=True))
             )
         )
 
@@ -215,22 +680,37 @@ class CallShape:
         bound.apply_defaults()
         return tuple(bound.arguments[name] for name in self._names)
 
+    def _refused(self, doing: str, values: tuple[Any, ...], error: Exception) -> Exception:
+        """The error for arguments that did not encode, naming the argument at fault."""
+        for name, coder, value in zip(self._names, self._coders, values, strict=True):
+            try:
+                coder.dump(value, depth=1)
+            except _ENCODE_ERRORS as found:
+                detail = f"argument {name!r} {_describe(found, value, name)}"
+                break
+        else:
+            detail = _reason(error)
+        return InvalidArgumentsError(
+            f"cannot {doing} {self.what}: {detail}. Pass values of the annotated types, or "
+            "annotate the parameters with storable types.",
+            what=self.what,
+        )
+
     def encode_args(self, values: tuple[Any, ...]) -> str:
         try:
             checked = self._all_plain and all(
                 isinstance(v, c)  # type: ignore[arg-type]
                 for v, c in zip(values, self._classes, strict=True)
             )
-            return _dump(self._args_adapter, values, checked)
-        except (PydanticSerializationError, ValueError, TypeError) as error:
-            raise InvalidArgumentsError(
-                f"cannot record the arguments of {self.what}: {error}. Pass values of the "
-                "annotated types, or annotate the parameters with storable types.",
-                what=self.what,
-            ) from None
+            return _dump(self._args_adapter, values, checked=checked, floats=self._floats).decode()
+        except _ENCODE_ERRORS as error:
+            raise self._refused("record the arguments of", values, error) from None
 
     def decode_args(self, text: str) -> tuple[Any, ...]:
-        return tuple(_load(self._args_adapter, text))
+        try:
+            return tuple(self._args_adapter.validator.validate_json(text))
+        except (ValidationError, ValueError, KeyError, TypeError) as error:
+            raise _load_failure(f"the arguments of {self.what}", self._arg_types(), error) from None
 
     def validate_input(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Coerce a workflow's arguments to their annotated types (dicts → models...)."""
@@ -244,20 +724,26 @@ class CallShape:
 
     def encode_input(self, values: tuple[Any, ...]) -> str:
         """A workflow's input as a JSON object keyed by parameter name (for find_instances)."""
+        data = dict(zip(self._names, values, strict=True))
         try:
-            data = dict(zip(self._names, values, strict=True))
-            return _dump(self._input_adapter, data)
-        except (PydanticSerializationError, ValueError, TypeError) as error:
-            raise InvalidArgumentsError(
-                f"cannot store the input of {self.what}: {error}", what=self.what
-            ) from None
+            return _dump(self._input_adapter, data, checked=False, floats=self._floats).decode()
+        except _ENCODE_ERRORS as error:
+            raise self._refused("store the input of", values, error) from None
 
     def decode_input(self, text: str) -> tuple[Any, ...]:
-        data = _load(self._input_adapter, text)
+        try:
+            data = self._input_adapter.validator.validate_json(text)
+        except (ValidationError, ValueError, KeyError, TypeError) as error:
+            raise _load_failure(f"the input of {self.what}", self._arg_types(), error) from None
         return tuple(data[name] for name in self._names)
 
     def encode_result(self, value: Any) -> str:
-        return encode(value, self.result_type, f"the result of {self.what}")
+        return self._result.encode(value, f"the result of {self.what}")
 
     def decode_result(self, text: str | None) -> Any:
-        return decode(text, self.result_type)
+        if text is None:
+            return None
+        return self._result.load(text, f"the stored result of {self.what}")
+
+    def _arg_types(self) -> Any:
+        return tuple[tuple(p.annotation for p in self.params)]
