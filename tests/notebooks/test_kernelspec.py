@@ -18,7 +18,15 @@ def test_kernel_preloads_the_extension(tmp_path: Path) -> None:
     kernel = Kernel(tmp_path, kernel_name="romancy-nb")
     try:
         assert kernel.value("'romancy' in get_ipython().magics_manager.magics['line']") == "True"
-        kernel.run("import asyncio\nimport romancy_nb as rn\nawait asyncio.sleep(0)")
+        # The extension opens the app on the kernel's loop in the background (migrations run
+        # off the loop): it is open a few loop turns later, without any cell awaiting it.
+        kernel.run(
+            "import asyncio\nimport romancy_nb as rn\n"
+            "for _ in range(500):\n"
+            "    if rn.current_app().is_open:\n"
+            "        break\n"
+            "    await asyncio.sleep(0.01)"
+        )
         assert kernel.value("rn.current_app().is_open") == "True"
         kernel.run("%%workflow\nasync def hello(ctx, name: str) -> str:\n    return 'hi ' + name")
         assert (
