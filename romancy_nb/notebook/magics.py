@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,6 +18,7 @@ from IPython.display import display
 from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
 from romancy_nb.notebook import aio, cells, debug, state, views
+from romancy_nb.notebook.widgets import InstanceView, panel
 
 COMMANDS = ("list", "show", "panel", "history", "replay", "cancel", "event", "config")
 
@@ -87,25 +87,6 @@ def call_arguments(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (value,), {}
 
 
-def start_instance(
-    wf: Workflow[Any, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    instance_id: str | None = None,
-) -> str:
-    """Start an instance from synchronous code (a magic, a button) and return its id.
-
-    The input is checked here, so a bad value raises at once; the start itself runs now in
-    a plain shell and is scheduled on the kernel's loop in a kernel.
-    """
-    shape = wf.shape
-    shape.validate_input(shape.bind(args, kwargs))
-    iid = instance_id or str(uuid.uuid4())
-    app = state.current_app()
-    aio.run_or_schedule(app.start(wf, *args, instance_id=iid, **kwargs))
-    return iid
-
-
 def _note_new_version(wf: Workflow[Any, Any], old_version: str) -> None:
     """Say that the cell registered new code, and how many instances run older code."""
     app = state.current_app()
@@ -128,11 +109,7 @@ def _note_new_version(wf: Workflow[Any, Any], old_version: str) -> None:
 
 
 def show_instance(iid: str, *, pending: bool = False) -> Any:
-    """The panel of one instance when widgets are available, else its summary."""
-    try:
-        from romancy_nb.notebook.widgets import InstanceView
-    except ImportError:
-        return {"instance_id": iid}
+    """The panel of one instance."""
     return InstanceView(state.current_app(), iid, pending=pending)
 
 
@@ -173,7 +150,7 @@ class RomancyMagics(Magics):
         if options.start is None:
             return None
         args, kwargs = call_arguments(_json_arg(options.start, "--start"))
-        iid = start_instance(wf, args, kwargs, options.instance_id)
+        iid = state.start_instance(wf, args, kwargs, options.instance_id)
         display(show_instance(iid, pending=True))
         return None
 
@@ -235,8 +212,6 @@ class RomancyMagics(Magics):
                 app.get_instance(options.instance_id)
                 return show_instance(options.instance_id)
             if options.command == "panel":
-                from romancy_nb.notebook.widgets import panel
-
                 return panel(options.workflow, app)
             if options.command == "history":
                 app.get_instance(options.instance_id)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from romancy_nb.engine import App
+from romancy_nb.engine import App, Workflow
 from romancy_nb.notebook import aio
 
 DB_ENV = "ROMANCY_DB"
@@ -71,3 +72,22 @@ def close_app(app: App) -> Any:
             app.store.close()
 
     return aio.run_or_schedule(close())
+
+
+def start_instance(
+    wf: Workflow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    instance_id: str | None = None,
+) -> str:
+    """Start an instance from synchronous code (a magic, a button) and return its id.
+
+    The input is checked here, so a bad value raises at once; the start itself runs now in
+    a plain shell and is scheduled on the kernel's loop in a kernel.
+    """
+    shape = wf.shape
+    shape.validate_input(shape.bind(args, kwargs))
+    iid = instance_id or str(uuid.uuid4())
+    app = current_app()
+    aio.run_or_schedule(app.start(wf, *args, instance_id=iid, **kwargs))
+    return iid

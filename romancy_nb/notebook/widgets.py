@@ -35,7 +35,6 @@ import traitlets
 from romancy_nb.engine import App, Workflow
 from romancy_nb.errors import WorkflowNotFound
 from romancy_nb.notebook import aio, state
-from romancy_nb.notebook.magics import start_instance
 
 REFRESH_INTERVAL = 1.0
 """Seconds between refreshes for changes made by other processes (the safety net)."""
@@ -408,7 +407,7 @@ class WorkflowPanel(w.VBox):
     def start(self) -> str | None:
         """Start an instance with the form's values, select it, and return its id."""
         try:
-            iid = start_instance(
+            iid = state.start_instance(
                 self.workflow, (), self.values(), self.instance_id.value.strip() or None
             )
         except Exception as error:
