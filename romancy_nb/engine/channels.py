@@ -253,9 +253,9 @@ def publish(
     )
 
 
-def send_to(  # type: ignore[no-untyped-def]
+def send_to(
     run: StepHost, instance_id: str, channel: str, data: Any, metadata: dict[str, Any] | None
-):
+) -> Coroutine[Any, Any, str]:
     check_name("the instance id", instance_id)
     check_name("the channel", channel)
     step_id = run.take_step_id("send_to", None)
@@ -276,7 +276,8 @@ async def _send(
     recorded = run.recorded(step_id, kind, kind, input_json)
     if recorded is not None:
         raise_if_failed(recorded)
-        return json.loads(recorded.output)["message_id"]
+        message_id: str = json.loads(recorded.output or "{}")["message_id"]
+        return message_id
     message = new_message(
         channel,
         encode_data(data, f"the data sent on channel {channel!r}"),

@@ -100,7 +100,7 @@ class Activity(_Definition, Generic[P, R]):
         """
 
         def register(function: Callable[..., Any]) -> Activity[Any, Any]:
-            compensator = Activity(
+            compensator: Activity[Any, Any] = Activity(
                 function,
                 name=f"{self.name}.compensation",
                 retry=retry,

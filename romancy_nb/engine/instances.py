@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -171,7 +172,7 @@ class Instances:
     def launch(self, run: WorkflowRun) -> None:
         run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
         self._runs[run.instance_id] = run
-        run.task.add_done_callback(lambda task, run=run: self._finished(run, task))
+        run.task.add_done_callback(functools.partial(self._finished, run))
         waiter = self._launch_waiters.pop(run.instance_id, None)
         if waiter is not None:
             waiter.set()

@@ -7,7 +7,7 @@ re-defining a name replaces the old definition — that is what re-running a cel
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from romancy_nb.errors import WorkflowNotFound
 
@@ -20,22 +20,22 @@ class Registry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._workflows: dict[str, Workflow] = {}
-        self._activities: dict[str, Activity] = {}
+        self._workflows: dict[str, Workflow[Any, Any]] = {}
+        self._activities: dict[str, Activity[Any, Any]] = {}
         self.generation = 0
         """Bumped at every (re)definition, so the app can retry instances after an edit."""
 
-    def add_workflow(self, workflow: Workflow) -> None:
+    def add_workflow(self, workflow: Workflow[Any, Any]) -> None:
         with self._lock:
             self._workflows[workflow.name] = workflow
             self.generation += 1
 
-    def add_activity(self, activity: Activity) -> None:
+    def add_activity(self, activity: Activity[Any, Any]) -> None:
         with self._lock:
             self._activities[activity.name] = activity
             self.generation += 1
 
-    def workflow(self, name: str) -> Workflow:
+    def workflow(self, name: str) -> Workflow[Any, Any]:
         try:
             return self._workflows[name]
         except KeyError:
@@ -46,13 +46,13 @@ class Registry:
                 name=name,
             ) from None
 
-    def find_workflow(self, name: str) -> Workflow | None:
+    def find_workflow(self, name: str) -> Workflow[Any, Any] | None:
         return self._workflows.get(name)
 
-    def find_activity(self, name: str) -> Activity | None:
+    def find_activity(self, name: str) -> Activity[Any, Any] | None:
         return self._activities.get(name)
 
-    def workflows(self) -> list[Workflow]:
+    def workflows(self) -> list[Workflow[Any, Any]]:
         return list(self._workflows.values())
 
 
