@@ -85,6 +85,11 @@ class StoreGate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), delay)
 
+    async def backoff(self, faults: int) -> None:
+        """Pause before redoing work a transient fault interrupted (``faults`` ≥ 1 so far):
+        an attempt whose own transaction met the lock, or could not commit."""
+        await self._pause(min(FIRST_DELAY * 2 ** min(faults, 30), MAX_DELAY))
+
     # calls
 
     async def call(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -138,9 +143,4 @@ class StoreGate:
             self._thread = None
 
 
-async def backoff(attempt: int) -> None:
-    """Sleep before retrying work that an infrastructure fault interrupted (``attempt`` ≥ 1)."""
-    await asyncio.sleep(min(FIRST_DELAY * 2 ** min(attempt, 30), MAX_DELAY))
-
-
-__all__ = ["StoreGate", "backoff"]
+__all__ = ["StoreGate"]

@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from romancy_nb.engine import channels, codec, events, gate, groups, replay, retry, saga, timers
+from romancy_nb.engine import channels, codec, events, groups, replay, retry, saga, timers
 from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.failures import (
     attempt_error,
@@ -363,7 +363,7 @@ class WorkflowRun:
                 attempt -= 1
                 faults += 1
                 log.warning("%s %s: %s; the attempt runs again", self.instance_id, step_id, fault)
-                await gate.backoff(faults)
+                await self.host.gate.backoff(faults)
                 continue
             except SerializationError as error:
                 final: BaseException = error

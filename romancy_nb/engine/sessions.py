@@ -13,6 +13,7 @@ attempt (its writes rolled back) without counting it against the retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
     from romancy_nb.store import Session, StepRecord, Store
 
 log = logging.getLogger("romancy_nb")
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class AttemptSession:
@@ -48,7 +57,9 @@ class AttemptSession:
         """The backend connection inside the attempt's transaction (opened now if needed)."""
         if self._session is None:
             try:
-                self._session = self._store.open_session()
+                # On the event loop (an async activity) the lock must not be waited for
+                # inside SQLite: fail at once, and the attempt is retried after a pause.
+                self._session = self._store.open_session(wait=not _on_event_loop())
             except StoreError as error:
                 raise StoreFault(error) from error
             self._gate.session_opened()

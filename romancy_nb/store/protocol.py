@@ -278,11 +278,13 @@ class Store(Protocol):
 
     def record_attempt(self, attempt: AttemptRecord) -> None: ...
 
-    def open_session(self) -> Session:
+    def open_session(self, *, wait: bool = True) -> Session:
         """Begin a write transaction for a transactional activity.
 
         The engine calls this lazily, at the activity's first use of ``ctx.session``, so an
-        activity that never touches the database never holds the writer lock.
+        activity that never touches the database never holds the writer lock. With
+        ``wait=False`` (an async activity, on the event loop) a lock held by another writer
+        raises ``DatabaseLockedError`` at once instead of waiting up to the busy timeout.
         """
 
     # waiting: timers, channels, events, groups, recur (see romancy_nb.engine.waiting)

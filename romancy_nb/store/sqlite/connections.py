@@ -182,6 +182,11 @@ class Connections:
 
     # opening
 
+    @property
+    def busy_ms(self) -> int:
+        """How long a connection that waits for locks waits, in milliseconds."""
+        return self._busy_ms
+
     def open(
         self,
         *,

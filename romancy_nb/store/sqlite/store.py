@@ -405,10 +405,17 @@ class SqliteStore(WaitingQueries):
             (attempt.instance_id, attempt.step_id, attempt.attempt, attempt.error, attempt.at),
         )
 
-    def open_session(self) -> SqliteSession:
+    def open_session(self, *, wait: bool = True) -> SqliteSession:
         connection, generation = self._c.take()
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            if wait:
+                connection.execute("BEGIN IMMEDIATE")
+            else:  # on the event loop: never sleep in SQLite's busy handler
+                pragmas.busy_timeout(connection, 0)
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                finally:
+                    pragmas.busy_timeout(connection, self._c.busy_ms)
         except apsw.Error as error:
             self._c.give_back(connection, generation)
             self._c.fail_other(error, connection)
