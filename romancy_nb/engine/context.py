@@ -174,7 +174,6 @@ class ActivityContext:
         self,
         activity: Activity[Any, Any],
         attempt_session: AttemptSession,
-        *,
         instance_id: str,
         workflow_name: str,
         step_id: str,

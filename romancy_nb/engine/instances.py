@@ -56,6 +56,8 @@ class Listeners:
             self._callbacks.remove(callback)
 
     def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
+        if not self._callbacks:  # every step calls this: nothing to do without views
+            return
         for callback in list(self._callbacks):
             try:
                 callback(instance_id, step)

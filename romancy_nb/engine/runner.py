@@ -44,6 +44,7 @@ from romancy_nb.errors import (
     LockLostError,
     RetryExhaustedError,
     SerializationError,
+    StoreError,
     TerminalError,
     WorkflowCancelled,
 )
@@ -95,6 +96,8 @@ class WorkflowRun:
         cancel_reason: str | None = None,
     ) -> None:
         self.host = host
+        self._store = host.store
+        self._inline = host.store.inline
         self.workflow = workflow
         self._instance_id = instance_id
         self._owner = host.worker_id
@@ -158,7 +161,7 @@ class WorkflowRun:
 
     @property
     def store(self) -> Store:
-        return self.host.store
+        return self._store
 
     @property
     def is_replaying(self) -> bool:
@@ -171,7 +174,7 @@ class WorkflowRun:
         kwargs: dict[str, Any],
         activity_id: str | None,
     ) -> Awaitable[Any]:
-        step_id = self._ids.take(activity.name, activity_id, self.instance_id)
+        step_id = self._ids.take(activity.name, activity_id, self._instance_id)
         shape = activity.shape
         values = shape.bind(args, kwargs)
         input_json = shape.encode_args(values)
@@ -186,7 +189,7 @@ class WorkflowRun:
         The call is synchronous, so its step is written with the run's next store write
         (before any activity, wait or ending can make the value visible outside).
         """
-        step_id = self._ids.take(kind, None, self.instance_id)
+        step_id = self._ids.take(kind, None, self._instance_id)
         tp = _DETERMINISTIC_TYPES[kind]
         recorded = self.recorded(step_id, kind, kind, None)
         if recorded is not None:
@@ -197,7 +200,7 @@ class WorkflowRun:
         at = time.time()
         output = codec.encode(value, tp, kind)
         step = StepRecord(
-            self.instance_id, self.next_seq(), step_id, kind, kind, "completed",
+            self._instance_id, self.next_seq(), step_id, kind, kind, "completed",
             None, output, None, 1, at, at,
         )  # fmt: skip
         self._unflushed.append(step)
@@ -247,7 +250,7 @@ class WorkflowRun:
     # StepHost: what the waiting primitives ask
 
     def take_step_id(self, name: str, explicit: str | None) -> str:
-        return self._ids.take(name, explicit, self.instance_id)
+        return self._ids.take(name, explicit, self._instance_id)
 
     def recorded(
         self, step_id: str, kind: str, name: str, input_json: str | None
@@ -256,7 +259,7 @@ class WorkflowRun:
         if recorded is None:
             return None
         if recorded.kind != kind or recorded.name != name or recorded.input != input_json:
-            self.violation = replay.violation(self.instance_id, recorded, kind, name, input_json)
+            self.violation = replay.violation(self._instance_id, recorded, kind, name, input_json)
             raise self.violation
         self.to_replay -= 1
         if self.replay_only:
@@ -271,7 +274,7 @@ class WorkflowRun:
     ) -> StepRecord:
         at = time.time()
         return StepRecord(
-            self.instance_id, self.next_seq(), step_id, kind, kind, status,
+            self._instance_id, self.next_seq(), step_id, kind, kind, status,
             input_json, output, None, 1, at, at,
         )  # fmt: skip
 
@@ -281,7 +284,7 @@ class WorkflowRun:
         try:
             return await self.host.gate.call(method, *args)
         except LockLostError:
-            raise LeaseLostSignal(self.instance_id) from None
+            raise LeaseLostSignal(self._instance_id) from None
 
     async def record(self, step: StepRecord) -> None:
         if self._unflushed:
@@ -315,11 +318,16 @@ class WorkflowRun:
         committer = self.host.committer
         if committer is not None:
             recorded = await committer.record(step)
+        elif self._inline:  # the hot path: one statement, no retry machinery unless it fails
+            try:
+                recorded = self._store.record_step(step, self._owner)
+            except StoreError:
+                recorded = await self.host.gate.call(self._store.record_step, step, self._owner)
         else:
-            recorded = await self.host.gate.call(self.store.record_step, step, self.owner)
+            recorded = await self.host.gate.call(self._store.record_step, step, self._owner)
         if not recorded:
-            raise LeaseLostSignal(self.instance_id)
-        self.host.notify(self.instance_id, step)
+            raise LeaseLostSignal(self._instance_id)
+        self.host.notify(self._instance_id, step)
 
     # executing steps
 
@@ -344,12 +352,7 @@ class WorkflowRun:
             attempt += 1
             session = AttemptSession(self.store, self.host.gate)
             actx = ActivityContext(
-                activity,
-                session,
-                instance_id=self.instance_id,
-                workflow_name=self.workflow.name,
-                step_id=step_id,
-                attempt=attempt,
+                activity, session, self._instance_id, self.workflow.name, step_id, attempt
             )
             try:
                 result, recorded = await self._attempt(
@@ -362,7 +365,7 @@ class WorkflowRun:
                 # writes rolled back, so run it again once the store is back — not counted.
                 attempt -= 1
                 faults += 1
-                log.warning("%s %s: %s; the attempt runs again", self.instance_id, step_id, fault)
+                log.warning("%s %s: %s; the attempt runs again", self._instance_id, step_id, fault)
                 await self.host.gate.backoff(faults)
                 continue
             except SerializationError as error:
@@ -373,14 +376,14 @@ class WorkflowRun:
                 errors.append(attempt_error(attempt, error, now))
                 await self.write(
                     self.store.record_attempt,
-                    AttemptRecord(self.instance_id, step_id, attempt, error_to_json(error), now),
+                    AttemptRecord(self._instance_id, step_id, attempt, error_to_json(error), now),
                 )
                 policy = retry.resolve(activity.retry, self.host.default_retry)
                 if policy.should_retry(error, attempt):
                     delay = policy.delay(attempt)
                     log.info(
                         "%s %s attempt %d failed (%s); retrying in %.3g s",
-                        self.instance_id,
+                        self._instance_id,
                         step_id,
                         attempt,
                         error,
@@ -394,12 +397,13 @@ class WorkflowRun:
                     final = RetryExhaustedError(activity.name, step_id, errors)
                     final.__cause__ = error
                 break
-            if recorded is None:
-                return result
-            await self.record(recorded)
+            if recorded is not None:
+                if self._unflushed:  # a ctx.now() made meanwhile (gather) goes first
+                    await self._flush()
+                await self._write_step(recorded)
             return result
         step = StepRecord(
-            self.instance_id, self.next_seq(), step_id, kind, activity.name, "failed",
+            self._instance_id, self.next_seq(), step_id, kind, activity.name, "failed",
             input_json, None, error_to_json(final), attempt, started, time.time(),
         )  # fmt: skip
         await self.record(step)
@@ -484,7 +488,7 @@ class WorkflowRun:
     ) -> StepRecord:
         output = activity.shape.encode_result(result)
         return StepRecord(
-            self.instance_id, self.next_seq(), actx.step_id, kind, activity.name, "completed",
+            self._instance_id, self.next_seq(), actx.step_id, kind, activity.name, "completed",
             input_json, output, None, actx.attempt, started, time.time(),
         )  # fmt: skip
 
@@ -494,7 +498,7 @@ class WorkflowRun:
         if not session.is_open:
             return step
         if session.commit_step(step, self.owner):
-            self.host.notify(self.instance_id, step)
+            self.host.notify(self._instance_id, step)
         return None
 
     # the run as a whole
@@ -512,14 +516,14 @@ class WorkflowRun:
                 return await self._unwind(stored)
             return await self._run_workflow()
         except LeaseLostSignal:
-            log.warning("%s: lease lost to another worker; stopped here", self.instance_id)
+            log.warning("%s: lease lost to another worker; stopped here", self._instance_id)
             return Outcome("stopped")
         except StoreFault as fault:
-            log.warning("%s: paused by a store fault (%s); resumed later", self.instance_id, fault)
+            log.warning("%s: paused by a store fault (%s); resumed later", self._instance_id, fault)
             self._release_quietly()
             return Outcome("paused", error=fault.error)
         except (Exception, EngineSignal) as error:  # an engine bug: never the user's failure
-            log.exception("%s: run stopped by an engine error; resumed later", self.instance_id)
+            log.exception("%s: run stopped by an engine error; resumed later", self._instance_id)
             self._release_quietly()
             return Outcome("paused", error=error)
 
@@ -527,9 +531,9 @@ class WorkflowRun:
         """Give the lease back if the store lets us; if not, this worker's recovery finds
         the instance (leased here, with no run) and resumes it."""
         try:
-            self.store.release_instance(self.instance_id, self.owner)
+            self.store.release_instance(self._instance_id, self.owner)
         except Exception as error:
-            log.warning("%s: could not release the lease (%s)", self.instance_id, error)
+            log.warning("%s: could not release the lease (%s)", self._instance_id, error)
 
     async def _run_workflow(self) -> Outcome:
         shape = self.workflow.shape
@@ -559,39 +563,39 @@ class WorkflowRun:
                 return await self._diverged()
             return await self._unwind(error)
         finished = await self.write(
-            self.store.finish_instance, self.instance_id, self.owner, "completed", output, None
+            self.store.finish_instance, self._instance_id, self.owner, "completed", output, None
         )
         if not finished:
-            raise LeaseLostSignal(self.instance_id)
+            raise LeaseLostSignal(self._instance_id)
         return Outcome("completed", result)
 
     async def _diverged(self) -> Outcome:
-        log.error("%s: %s", self.instance_id, self.violation)
-        await self.host.gate.call(self.store.release_instance, self.instance_id, self.owner)
+        log.error("%s: %s", self._instance_id, self.violation)
+        await self.host.gate.call(self.store.release_instance, self._instance_id, self.owner)
         return Outcome("diverged", error=self.violation)
 
     async def _unwind(self, error: BaseException | None) -> Outcome:
         """Run pending compensations in reverse order, then end failed or cancelled."""
         error_json = error_to_json(error) if error is not None else self._stored_error
-        history = await self.write(self.store.load_history, self.instance_id)
+        history = await self.write(self.store.load_history, self._instance_id)
         pending = saga.pending(history, self.host.registry)
         if pending:
             compensating = await self.write(
-                self.store.set_status, self.instance_id, self.owner, "compensating", error_json
+                self.store.set_status, self._instance_id, self.owner, "compensating", error_json
             )
             if not compensating:
-                raise LeaseLostSignal(self.instance_id)
+                raise LeaseLostSignal(self._instance_id)
             self._seq = itertools.count(max((s.seq for s in history), default=0) + 1)
             await saga.compensate(self, pending)
         cancelled = self.cancel_reason is not None
         status = "cancelled" if cancelled else "failed"
         finished = await self.write(
-            self.store.finish_instance, self.instance_id, self.owner, status, None, error_json
+            self.store.finish_instance, self._instance_id, self.owner, status, None, error_json
         )
         if not finished:
-            raise LeaseLostSignal(self.instance_id)
+            raise LeaseLostSignal(self._instance_id)
         if cancelled:
-            return Outcome(status, error=WorkflowCancelled(self.instance_id, self.cancel_reason))
+            return Outcome(status, error=WorkflowCancelled(self._instance_id, self.cancel_reason))
         return Outcome(status, error=error)
 
     async def compensate_step(self, step: StepRecord, activity: Activity[Any, Any]) -> None:
@@ -619,7 +623,7 @@ class WorkflowRun:
     async def record_compensation_failure(self, step: StepRecord, error: BaseException) -> None:
         at = time.time()
         record = StepRecord(
-            self.instance_id, self.next_seq(), saga.step_id_for(step), "compensation",
+            self._instance_id, self.next_seq(), saga.step_id_for(step), "compensation",
             f"{step.name}.compensation", "failed", step.input, None, error_to_json(error),
             0, at, at,
         )  # fmt: skip

@@ -39,13 +39,17 @@ def _on_event_loop() -> bool:
 class AttemptSession:
     """Owns the optional transaction of one attempt; safe to end from either side."""
 
-    __slots__ = ("_gate", "_guard", "_session", "_store", "state")
+    __slots__ = ("_gate", "_session", "_store", "state")
+
+    _guard = threading.Lock()
+    """One lock for every attempt, held while an attempt commits or is abandoned: commits
+    of sessions are serialized by SQLite's single writer anyway, and one shared lock costs
+    nothing on the path of every durable step, where a lock per attempt did."""
 
     def __init__(self, store: Store, gate: StoreGate) -> None:
         self._store = store
         self._gate = gate
         self._session: Session | None = None
-        self._guard = threading.Lock()
         self.state = "running"
         """``running``, then ``committed`` (its step is recorded) or ``abandoned``."""
 
