@@ -6,7 +6,7 @@ Everything else is the real store: the proxy forwards every attribute to it, and
 that is not armed runs the real SQL. It also records each call (and what it raised, be it
 injected or real), so a test can check that the fault it armed was really met.
 
-    store = open_faulty(db_path)
+    store = open_faulty(store_url)
     store.fail("finish_instance", DatabaseLockedError, times=3)
     async with rn.App(store, sweep_interval=0.05) as app: ...
 
@@ -213,16 +213,17 @@ class _SessionMethods:
     def rollback(self) -> None: ...
 
 
-def open_faulty(path: str | Path, **options: Any) -> FaultyStore:
-    """The real store for ``path``, opened as an ``App`` opens it, behind a proxy."""
-    return FaultyStore(open_store(path, wait_for_locks=False, **options))
+def open_faulty(url: str | Path, **options: Any) -> FaultyStore:
+    """The real store for ``url``, opened as an ``App`` opens it, behind a proxy."""
+    return FaultyStore(open_store(url, wait_for_locks=False, **options))
 
 
 # checks the fault tests share
 
 
-def ledger_rows(db: Path, table: str) -> list[tuple[Any, ...]]:
-    """The rows of a user table written through ``ctx.session`` (none if never created)."""
+def ledger_rows(db: str | Path, table: str) -> list[tuple[Any, ...]]:
+    """The rows of a user table of a SQLite file written through ``ctx.session``, in the
+    order written (none if never created): the SQLite backend's ``rows`` in conftest."""
     connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     connection.set_busy_timeout(5000)
     try:

@@ -1,6 +1,6 @@
 """Worker process for tests/crash/test_sigkill_ledger.py.
 
-Usage: python ledger_worker.py DB_PATH [SLEEP_SECONDS]
+Usage: python ledger_worker.py DB_URL [SLEEP_SECONDS]
 
 Defines a workflow of 20 transactional activities, each inserting one row
 (instance_id, step_id) into the user table ``ledger`` through ``ctx.session``, starts

@@ -19,12 +19,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import apsw
 import pytest
 
 import romancy_nb as rn
 from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
+from tests.conftest import TableReader
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
 INSTANCES = 20
@@ -36,12 +36,12 @@ MIN_ROUNDS = 10
 MAX_ROUNDS = 40
 
 
-def _spawn(db: Path, logs: Path, n: int) -> subprocess.Popen[bytes]:
+def _spawn(db: str, logs: Path, n: int) -> subprocess.Popen[bytes]:
     out = (logs / f"worker-{n}.out").open("wb")
     err = (logs / f"worker-{n}.err").open("wb")
     try:
         return subprocess.Popen(
-            [sys.executable, str(WORKER), str(db), STEP_SLEEP],
+            [sys.executable, str(WORKER), db, STEP_SLEEP],
             stdout=out,
             stderr=err,
             cwd=str(logs),
@@ -52,26 +52,26 @@ def _spawn(db: Path, logs: Path, n: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.crash
-def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(
+    store_url: str, table_rows: TableReader, tmp_path: Path
+) -> None:
     seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
     print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
     rng = random.Random(seed)
 
-    db = tmp_path / "ledger.db"
     logs = tmp_path / "logs"
     logs.mkdir()
-    store = open_store(db)  # romancy_nb's file first: the user's table goes beside ours
+    store = open_store(store_url)  # romancy_nb's tables first: the user's table goes beside them
     store.migrate()
+    setup = store.open_session()  # as ctx.session writes it
+    setup.connection.execute(
+        "CREATE TABLE ledger (instance_id TEXT NOT NULL, step_id TEXT NOT NULL)"
+    )
+    setup.commit()
     store.close()
-    setup = apsw.Connection(str(db))
-    setup.execute("CREATE TABLE ledger (instance_id TEXT NOT NULL, step_id TEXT NOT NULL)")
-    setup.close()
-
-    reader = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    reader.set_busy_timeout(5000)
 
     def rows() -> int:
-        return reader.execute("SELECT count(*) FROM ledger").fetchall()[0][0]
+        return len(table_rows("ledger"))
 
     kills_in_progress = 0
     rounds = 0
@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path)
             kills_in_progress < MIN_KILLS_IN_PROGRESS or rounds < MIN_ROUNDS
         ):
             before = rows()
-            proc = _spawn(db, logs, rounds)
+            proc = _spawn(store_url, logs, rounds)
             spawned = time.monotonic()
             blind = rounds % 3 == 2
             if blind:
@@ -125,7 +125,7 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path)
         )
 
         # Final run to completion: the worker resumes every orphan and exits 0.
-        proc = _spawn(db, logs, rounds)
+        proc = _spawn(store_url, logs, rounds)
         code = proc.wait(timeout=120)
         assert code == 0, (logs / f"worker-{rounds}.err").read_text()
     finally:
@@ -134,8 +134,7 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path)
             proc.wait()
 
     # Verify: ledger exactly once per (instance, step), equal to the completed history.
-    ledger = reader.execute("SELECT instance_id, step_id FROM ledger").fetchall()
-    reader.close()
+    ledger = table_rows("ledger")
     counts = Counter(ledger)
     duplicates = {key: n for key, n in counts.items() if n > 1}
     assert not duplicates, f"steps committed more than once: {duplicates}"
@@ -145,7 +144,7 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(tmp_path: Path)
     assert len(ledger) == TOTAL
     assert set(ledger) == expected
 
-    app = rn.App(db)
+    app = rn.App(store_url)
     try:
         instances = app.list_instances(limit=1000).instances
         assert sorted(info.instance_id for info in instances) == sorted(

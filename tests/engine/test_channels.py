@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
+from tests.conftest import count_rows
 
 CALLS: list[str] = []
 
@@ -166,7 +166,7 @@ async def test_competing_each_message_consumed_exactly_once(app: rn.App) -> None
     assert len(taken) == 1000
     assert sorted(taken) == list(range(1000))
     assert sum(1 for r in results if r) > 1  # the work was shared
-    assert app.store.table_counts()["channel_messages"] == 0  # all consumed
+    assert count_rows(app.store, "channel_messages") == 0  # all consumed
 
 
 async def test_competing_messages_published_before_any_consumer_wait(app: rn.App) -> None:
@@ -210,31 +210,28 @@ async def test_cancel_while_waiting_for_a_message_runs_compensations(app: rn.App
     await eventually(lambda: _status(app, iid) == "waiting_for_message")
     assert await app.cancel(iid) == "cancelled"
     assert CALLS == ["lock door", "unlock door"]
-    counts = app.store.table_counts()
-    assert counts["waits"] == 0 and counts["channel_subscriptions"] == 0
+    assert count_rows(app.store, "waits") == 0
+    assert count_rows(app.store, "channel_subscriptions") == 0
 
 
-async def test_a_replayed_publish_is_not_published_again(db_path: Path) -> None:
-    async with rn.App(db_path) as first:
+async def test_a_replayed_publish_is_not_published_again(store_url: str) -> None:
+    async with rn.App(store_url) as first:
         iid = await first.start(ch_publish_then_wait)
         await eventually(lambda: _status(first, iid) == "waiting_for_event")
-    async with rn.App(db_path) as second:
+    async with rn.App(store_url) as second:
         await second.send_event("ch.go", None)
         assert await second.result(iid, timeout=10) == "done"
-        rows = second.store.connection.execute(
-            "SELECT count(*) FROM channel_messages WHERE channel = 'ch.once'"
-        ).fetchall()
-        assert rows[0][0] == 1
+        assert count_rows(second.store, "channel_messages", channel="ch.once") == 1
 
 
-async def test_retention_drops_old_messages(db_path: Path) -> None:
-    async with rn.App(db_path, message_retention=0.05) as app:
+async def test_retention_drops_old_messages(store_url: str) -> None:
+    async with rn.App(store_url, message_retention=0.05) as app:
         await app.publish("ch.old", 1)
-        assert app.store.table_counts()["channel_messages"] == 1
+        assert count_rows(app.store, "channel_messages") == 1
         created = time.time()
         await eventually(lambda: time.time() > created + 0.05)
         await app.sweep()
-        assert app.store.table_counts()["channel_messages"] == 0
+        assert count_rows(app.store, "channel_messages") == 0
 
 
 async def test_bad_channel_arguments(app: rn.App) -> None:

@@ -53,18 +53,18 @@ def workers() -> Iterator[list[Worker]]:
         worker.kill()
 
 
-def _outsider(db_path: Path) -> rn.App:
+def _outsider(store_url: str) -> rn.App:
     """An app in this process that knows none of the workers' workflows."""
-    return rn.App(db_path, registry=rn.Registry())
+    return rn.App(store_url, registry=rn.Registry())
 
 
 async def test_an_event_sent_here_resumes_a_workflow_waiting_in_another_process(
-    db_path: Path, workers: list[Worker]
+    store_url: str, workers: list[Worker]
 ) -> None:
-    async with _outsider(db_path) as app:
+    async with _outsider(store_url) as app:
         app.store.migrate()
         worker = Worker(
-            {"db": str(db_path), "start": [["xp_wait_event", "xp-1", []]], "await": ["xp-1"]}
+            {"db": store_url, "start": [["xp_wait_event", "xp-1", []]], "await": ["xp-1"]}
         )
         workers.append(worker)
         await eventually(lambda: app.get_instance("xp-1").status == "waiting_for_event")
@@ -75,18 +75,18 @@ async def test_an_event_sent_here_resumes_a_workflow_waiting_in_another_process(
 
 
 async def test_a_timer_set_here_fires_in_another_process(
-    db_path: Path, workers: list[Worker]
+    store_url: str, workers: list[Worker]
 ) -> None:
     # The worker starts first, knowing of no timer; this process starts the sleep, then
     # closes before it fires: only the worker can fire it, told by its watcher.
     registry = rn.Registry()
-    async with _outsider(db_path) as observer:
-        worker = Worker({"db": str(db_path), "await": ["xp-sleep"]})
+    async with _outsider(store_url) as observer:
+        worker = Worker({"db": store_url, "await": ["xp-sleep"]})
         workers.append(worker)
         from tests.engine import waiting_worker
 
         registry.add_workflow(waiting_worker.xp_sleep)
-        async with rn.App(db_path, registry=registry) as starter:
+        async with rn.App(store_url, registry=registry) as starter:
             await starter.start(waiting_worker.xp_sleep, 0.3, instance_id="xp-sleep")
             await eventually(lambda: starter.get_instance("xp-sleep").status != "running")
         started = time.time()
@@ -98,15 +98,15 @@ async def test_a_timer_set_here_fires_in_another_process(
 
 
 async def test_competing_consumers_in_two_processes_take_each_message_once(
-    db_path: Path, workers: list[Worker]
+    store_url: str, workers: list[Worker]
 ) -> None:
     channel = "xp.jobs"
-    async with _outsider(db_path) as app:
+    async with _outsider(store_url) as app:
         app.store.migrate()
         groups = [[f"xp-c{p}-{i}" for i in range(5)] for p in range(2)]
         for ids in groups:
             plan = {
-                "db": str(db_path),
+                "db": store_url,
                 "start": [["xp_consumer", iid, [channel]] for iid in ids],
                 "await": ids,
             }

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
+from tests.conftest import count_rows
 
 CALLS: list[str] = []
 
@@ -189,18 +189,18 @@ async def test_every_subscribed_instance_gets_the_event_once(app: rn.App) -> Non
     await app.send_event("ev.fanout", "go again", id="fan-1")  # a redelivery: ignored
     results = [await app.result(iid, timeout=10) for iid in ids]
     assert [r["data"] for r in results] == ["go", "go", "go"]
-    assert app.store.table_counts()["channel_messages"] == 1
+    assert count_rows(app.store, "channel_messages") == 1
 
 
-async def test_replay_returns_the_recorded_event_without_waiting(db_path: Path) -> None:
+async def test_replay_returns_the_recorded_event_without_waiting(store_url: str) -> None:
     CALLS.clear()
-    async with rn.App(db_path) as first:
+    async with rn.App(store_url) as first:
         iid = await first.start(ev_two_waits)
         await eventually(lambda: _status(first, iid) == "waiting_for_event")
         await first.send_event("ev.first", "A")
         await eventually(lambda: len(first.get_history(iid)) == 2)  # ev.first + between
         await eventually(lambda: _status(first, iid) == "waiting_for_event")
-    async with rn.App(db_path) as second:
+    async with rn.App(store_url) as second:
         await second.send_event("ev.second", "B")
         assert await second.result(iid, timeout=10) == ["A", "B"]
     assert CALLS == ["between"]
@@ -212,8 +212,8 @@ async def test_cancel_while_waiting_for_an_event_runs_compensations(app: rn.App)
     await eventually(lambda: _status(app, iid) == "waiting_for_event")
     assert await app.cancel(iid, "no answer") == "cancelled"
     assert CALLS == ["hold table", "unhold table"]
-    counts = app.store.table_counts()
-    assert counts["waits"] == 0 and counts["channel_subscriptions"] == 0
+    assert count_rows(app.store, "waits") == 0
+    assert count_rows(app.store, "channel_subscriptions") == 0
     # a late event finds nobody waiting and changes nothing
     await app.send_event("ev.never.again", "late")
     assert _status(app, iid) == "cancelled"
@@ -226,11 +226,11 @@ async def test_bad_events_store_nothing(app: rn.App) -> None:
         await app.send_event("ev.bad", 1, time=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="event type"):
         await app.send_event("", 1)
-    assert app.store.table_counts()["channel_messages"] == 0
+    assert count_rows(app.store, "channel_messages") == 0
 
 
-async def test_send_event_before_the_app_is_opened(db_path: Path) -> None:
-    app = rn.App(db_path)
+async def test_send_event_before_the_app_is_opened(store_url: str) -> None:
+    app = rn.App(store_url)
     await app.send_event("ev.offline", 1)  # stored; no waker runs yet, nothing opened
     assert not app.is_open
     assert app.store.last_message_id() == 1
@@ -238,13 +238,13 @@ async def test_send_event_before_the_app_is_opened(db_path: Path) -> None:
 
 
 async def test_a_cancel_recorded_by_a_process_without_the_workflow(
-    app: rn.App, db_path: Path
+    app: rn.App, store_url: str
 ) -> None:
     """The CLI (say) records the cancel; a worker with the definitions carries it out."""
     CALLS.clear()
     iid = await app.start(ev_cancellable)
     await eventually(lambda: _status(app, iid) == "waiting_for_event")
-    async with rn.App(db_path, registry=rn.Registry()) as outsider:
+    async with rn.App(store_url, registry=rn.Registry()) as outsider:
         with pytest.raises(rn.WorkflowNotFound):
             await outsider.cancel(iid, "from the command line")
     assert app.get_instance(iid).cancel_reason == "from the command line"

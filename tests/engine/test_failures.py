@@ -75,6 +75,7 @@ async def fl_catches(ctx: rn.WorkflowContext) -> str:
     return caught
 
 
+@pytest.mark.sqlite_only  # crafts the file with SQLite's json_set, from outside
 async def test_result_does_not_import_the_module_a_stored_error_names(
     app: rn.App, db_path: Path, planted: Path
 ) -> None:
@@ -95,6 +96,7 @@ async def test_result_does_not_import_the_module_a_stored_error_names(
     assert PLANTED not in sys.modules
 
 
+@pytest.mark.sqlite_only  # crafts the file with SQLite's json_set, from outside
 async def test_replay_does_not_import_the_module_a_stored_step_error_names(
     app: rn.App, db_path: Path, planted: Path
 ) -> None:

@@ -17,19 +17,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 import romancy_nb as rn
 from romancy_nb.errors import DatabaseLockedError, StoreError, StoreUnavailableError
 from romancy_nb.testing import eventually
-from tests.conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY, TableReader
 from tests.faults import (
     Arguments,
     FaultyStore,
     assert_completed_without_compensation,
-    ledger_rows,
     open_faulty,
 )
 
@@ -181,10 +179,10 @@ RESUMED_AFTER += ["subscribe", "publish", "take-message"]
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[FaultyStore]:
+async def store(store_url: str) -> AsyncIterator[FaultyStore]:
     bodies.clear()
     undone.clear()
-    store = open_faulty(db_path, busy_timeout=1.0)
+    store = open_faulty(store_url, busy_timeout=1.0)
     try:
         yield store
     finally:
@@ -213,10 +211,10 @@ async def _run_flow(app: rn.App, tag: str) -> str:
     return iid
 
 
-def _check_flow(app: rn.App, db_path: Path, iid: str) -> None:
+def _check_flow(app: rn.App, table_rows: TableReader, iid: str) -> None:
     assert_completed_without_compensation(app, iid)
     assert {key: n for key, n in bodies.items() if key[0] == iid} == _flow_bodies(iid)
-    assert ledger_rows(db_path, "inf_ledger") == [(iid, "inf_ledger:1", "ledger")]
+    assert table_rows("inf_ledger") == [(iid, "inf_ledger:1", "ledger")]
     unwinding = [c for c in app.store.calls("set_status") if c.arguments["status"] != "running"]
     assert unwinding == [], "the saga started unwinding for an infrastructure fault"
 
@@ -225,7 +223,7 @@ def _check_flow(app: rn.App, db_path: Path, iid: str) -> None:
 @pytest.mark.parametrize("write", list(FLOW_WRITES))
 async def test_a_transient_fault_at_an_engine_write_is_retried_in_place(
     store: FaultyStore,
-    db_path: Path,
+    table_rows: TableReader,
     write: str,
     times: int,
     error: type[StoreError],
@@ -235,23 +233,23 @@ async def test_a_transient_fault_at_an_engine_write_is_retried_in_place(
         fault = store.fail(spec.method, error, times=times, when=spec.when)
         iid = await _run_flow(app, f"inf-{write}")
         assert fault.hits == times, f"the armed {spec.method} fault was not met"
-        _check_flow(app, db_path, iid)
+        _check_flow(app, table_rows, iid)
 
 
 @pytest.mark.parametrize("write", RESUMED_AFTER)
 async def test_a_store_error_at_an_engine_write_stops_the_run_and_it_is_resumed(
-    store: FaultyStore, db_path: Path, write: str
+    store: FaultyStore, table_rows: TableReader, write: str
 ) -> None:
     spec = FLOW_WRITES[write]
     async with _app(store, spec) as app:
         fault = store.fail(spec.method, StoreError, when=spec.when)
         iid = await _run_flow(app, f"inf-{write}")
         assert fault.hits == 1, f"the armed {spec.method} fault was not met"
-        _check_flow(app, db_path, iid)
+        _check_flow(app, table_rows, iid)
 
 
 async def test_a_store_error_at_start_reaches_the_caller_and_stores_nothing(
-    store: FaultyStore, db_path: Path
+    store: FaultyStore, table_rows: TableReader
 ) -> None:
     # No instance exists yet, so there is nothing to resume: the caller hears of it, and
     # retrying the start (the instance id is an idempotency key) works.
@@ -266,7 +264,7 @@ async def test_a_store_error_at_start_reaches_the_caller_and_stores_nothing(
         await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
         await app.send_event("inf-start-error.go", "go")
         assert await app.result(iid, timeout=30) == FLOW_RESULT
-        _check_flow(app, db_path, iid)
+        _check_flow(app, table_rows, iid)
 
 
 async def _run_saga(app: rn.App) -> str:
@@ -326,14 +324,14 @@ async def test_a_store_error_while_compensating_resumes_the_unwinding(
 
 @pytest.mark.parametrize("write", list(FLOW_WRITES))
 async def test_a_write_that_committed_before_its_error_is_not_lost_or_doubled(
-    store: FaultyStore, db_path: Path, write: str
+    store: FaultyStore, table_rows: TableReader, write: str
 ) -> None:
     spec = FLOW_WRITES[write]
     async with _app(store, spec) as app:
         fault = store.fail(spec.method, DatabaseLockedError, after=True, when=spec.when)
         iid = await _run_flow(app, f"inf-{write}")
         assert fault.hits == 1, f"the armed {spec.method} fault was not met"
-        _check_flow(app, db_path, iid)
+        _check_flow(app, table_rows, iid)
 
 
 @pytest.mark.parametrize("write", list(SAGA_WRITES))

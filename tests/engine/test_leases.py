@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import romancy_nb as rn
 from romancy_nb.engine import leases
@@ -38,8 +37,12 @@ def test_same_host_liveness_is_the_process() -> None:
     me = os.getpid()
     now = time.time()
     assert leases.is_alive(_worker(leases.HOST, me, 0, leases.process_start(me)), now, 15)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert not leases.is_alive(_worker(leases.HOST, int(dead.stdout), now), now, 15)
     # A reused pid (another start time) is not the worker that held the lease.
     assert not leases.is_alive(_worker(leases.HOST, me, now, "1"), now, 15)
@@ -66,23 +69,23 @@ async def _hold_with_foreign_worker(app: rn.App, heartbeat: float) -> str:
     return iid
 
 
-async def test_a_live_foreign_lease_is_respected_and_an_expired_one_taken(db_path: Path) -> None:
+async def test_a_live_foreign_lease_is_respected_and_an_expired_one_taken(store_url: str) -> None:
     runs.clear()
-    iid = await _hold_with_foreign_worker(rn.App(db_path), time.time() + 3600)
+    iid = await _hold_with_foreign_worker(rn.App(store_url), time.time() + 3600)
     release["go"].set()
-    async with rn.App(db_path, lease_seconds=15) as app:
+    async with rn.App(store_url, lease_seconds=15) as app:
         assert app.get_instance(iid).lock_owner == "elsewhere:4242:test"
         assert runs == [iid]  # not resumed: the other worker is alive
-    iid2 = await _hold_with_foreign_worker(rn.App(db_path), time.time() - 60)
+    iid2 = await _hold_with_foreign_worker(rn.App(store_url), time.time() - 60)
     release["go"].set()
-    async with rn.App(db_path, lease_seconds=15) as app:
+    async with rn.App(store_url, lease_seconds=15) as app:
         assert await app.result(iid2, timeout=30) == "done"  # lease expired: taken on open
 
 
-async def test_heartbeat_renews_while_a_long_activity_runs(db_path: Path) -> None:
+async def test_heartbeat_renews_while_a_long_activity_runs(store_url: str) -> None:
     runs.clear()
     release["go"] = asyncio.Event()
-    async with rn.App(db_path, lease_seconds=0.3, sweep_interval=0.05) as app:
+    async with rn.App(store_url, lease_seconds=0.3, sweep_interval=0.05) as app:
         iid = await app.start(ls_flow)
         await eventually(lambda: iid in runs)
         first = app.store.list_workers()[0].heartbeat_at

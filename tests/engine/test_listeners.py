@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import romancy_nb as rn
@@ -28,7 +26,7 @@ async def listened_flow(ctx: rn.WorkflowContext, x: int) -> int:
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_listeners_see_every_step_and_each_run_start_and_end(
-    db_path: Path, synchronous: str
+    store_url: str, synchronous: str
 ) -> None:
     seen: list[tuple[str, str | None]] = []
 
@@ -38,7 +36,7 @@ async def test_listeners_see_every_step_and_each_run_start_and_end(
     def broken(instance_id: str, step: StepRecord | None) -> None:
         raise RuntimeError("a broken listener must not break the workflow")
 
-    async with rn.App(db_path, synchronous=synchronous) as app:
+    async with rn.App(store_url, synchronous=synchronous) as app:
         app.add_listener(broken)
         app.add_listener(listener)
         assert await app.result(await app.start(listened_flow, 1, instance_id="l-1")) == 20

@@ -31,11 +31,10 @@ import romancy_nb as rn
 from romancy_nb.errors import DatabaseLockedError
 from romancy_nb.store import InstanceQuery
 from romancy_nb.testing import eventually
-from tests.conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY, TableReader
 from tests.faults import (
     FaultyStore,
     assert_completed_without_compensation,
-    ledger_rows,
     open_faulty,
 )
 
@@ -160,12 +159,12 @@ def _locks_met(store: FaultyStore) -> list[BaseException]:
     return [e for e in store.real_errors() if isinstance(e, DatabaseLockedError)]
 
 
-def _check(app: rn.App, db_path: Path, iid: str, steps: int) -> None:
+def _check(app: rn.App, table_rows: TableReader, iid: str, steps: int) -> None:
     assert_completed_without_compensation(app, iid)
     assert {key: n for key, n in bodies.items() if key[0] == iid} == {
         (iid, f"lc_step:{n + 1}"): 1 for n in range(steps)
     }
-    assert [row for row in ledger_rows(db_path, "lc_ledger") if row[0] == iid] == [
+    assert [row for row in table_rows("lc_ledger") if row[0] == iid] == [
         (iid, "lc_reserve:1", "seat")
     ]
     assert undone == Counter(), "a lock ran the saga's compensations"
@@ -185,9 +184,14 @@ connection.execute("ROLLBACK")
 """
 
 
+@pytest.mark.sqlite_only  # the VFS recorder; an apsw process holds SQLite's write lock
 @pytest.mark.parametrize("hold", [0.3, 1.0], ids=["hold-0.3s", "hold-1s"])
 async def test_a_write_lock_held_by_another_process_pauses_the_workflow(
-    faulty: Callable[[float], FaultyStore], db_path: Path, sleeps: SleepRecorder, hold: float
+    faulty: Callable[[float], FaultyStore],
+    db_path: Path,
+    table_rows: TableReader,
+    sleeps: SleepRecorder,
+    hold: float,
 ) -> None:
     # Before the fix, depending on when the lock ended, the instance failed and ran its
     # compensation, or raised DatabaseLockedError and stayed leased with no task.
@@ -196,7 +200,7 @@ async def test_a_write_lock_held_by_another_process_pauses_the_workflow(
         iid = "lc-other-process"
         gates[iid] = asyncio.Event()
         await app.start(lc_flow, 5, True, instance_id=iid)
-        await eventually(lambda: bodies == Counter() and ledger_rows(db_path, "lc_ledger"))
+        await eventually(lambda: bodies == Counter() and table_rows("lc_ledger"))
         locker = await asyncio.create_subprocess_exec(
             sys.executable, "-c", LOCKER, str(db_path), str(hold), stdout=asyncio.subprocess.PIPE
         )
@@ -208,7 +212,7 @@ async def test_a_write_lock_held_by_another_process_pauses_the_workflow(
         finally:
             await locker.wait()
         assert _locks_met(store), "the workflow never met the other process's lock"
-        _check(app, db_path, iid, 5)
+        _check(app, table_rows, iid, 5)
     loop_sleeps = sleeps.on(threading.get_ident())
     assert loop_sleeps == Counter(), f"the event loop busy-waited on SQLite's lock: {loop_sleeps}"
 
@@ -239,8 +243,9 @@ async def _ticker() -> None:
         await asyncio.sleep(0.005)
 
 
+@pytest.mark.sqlite_only  # the VFS recorder; SQLite's one write lock
 async def test_a_session_held_across_an_await_does_not_stall_other_instances(
-    faulty: Callable[[float], FaultyStore], db_path: Path, sleeps: SleepRecorder
+    faulty: Callable[[float], FaultyStore], table_rows: TableReader, sleeps: SleepRecorder
 ) -> None:
     store = faulty(1.0)
     gates["held"] = asyncio.Event()
@@ -250,7 +255,7 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
     try:
         async with rn.App(store, default_retry=FAST_RETRY, sweep_interval=0.05) as app:
             await app.start(lc_flow, 5, True, instance_id=other)
-            await eventually(lambda: ledger_rows(db_path, "lc_ledger"))  # at its gate
+            await eventually(lambda: table_rows("lc_ledger"))  # at its gate
             holder = await app.start(lc_holder)
             await asyncio.wait_for(gates["held"].wait(), 30)
             gates[other].set()  # its steps now meet the lock the holder keeps across await
@@ -260,7 +265,7 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
             assert _locks_met(store), "the other instance never met the held lock"
             assert during["ticks"] > 0, "the loop did not run while the activity awaited"
             assert_completed_without_compensation(app, holder)
-            _check(app, db_path, other, 5)
+            _check(app, table_rows, other, 5)
             rows = app.store.list_instances(InstanceQuery(limit=1000))
             statuses = {r.instance_id: r.status for r in rows}
             assert statuses == {holder: "completed", other: "completed"}
@@ -272,8 +277,9 @@ async def test_a_session_held_across_an_await_does_not_stall_other_instances(
     )
 
 
+@pytest.mark.sqlite_only  # the VFS recorder; SQLite's one write lock
 async def test_a_second_async_session_waits_for_the_first_without_blocking_the_loop(
-    faulty: Callable[[float], FaultyStore], db_path: Path, sleeps: SleepRecorder
+    faulty: Callable[[float], FaultyStore], table_rows: TableReader, sleeps: SleepRecorder
 ) -> None:
     # The second activity's ctx.session (BEGIN IMMEDIATE, on the loop thread: the activity
     # is async) meets the lock the first keeps across its await.
@@ -287,7 +293,7 @@ async def test_a_second_async_session_waits_for_the_first_without_blocking_the_l
         await app.result(second, timeout=30)
         for iid in (first, second):
             assert_completed_without_compensation(app, iid)
-        notes = sorted(row[2] for row in ledger_rows(db_path, "lc_ledger"))
+        notes = sorted(row[2] for row in table_rows("lc_ledger"))
         assert notes == ["first", "second"]
     loop_sleeps = sleeps.on(threading.get_ident())
     assert loop_sleeps == Counter(), f"the event loop busy-waited on SQLite's lock: {loop_sleeps}"
@@ -318,10 +324,10 @@ async def lc_slow_flow(ctx: rn.WorkflowContext) -> int:
 
 
 async def test_a_retry_after_a_timed_out_attempt_holding_its_session_succeeds(
-    db_path: Path,
+    store_url: str, table_rows: TableReader
 ) -> None:
     second_attempt.clear()
-    async with rn.App(db_path, busy_timeout=0.2, sweep_interval=0.05) as app:
+    async with rn.App(store_url, busy_timeout=0.2, sweep_interval=0.05) as app:
         iid = await app.start(lc_slow_flow)
         attempt = await app.result(iid, timeout=30)
         assert attempt > 1
@@ -332,4 +338,4 @@ async def test_a_retry_after_a_timed_out_attempt_holding_its_session_succeeds(
         locked = [e for e in errors if e["type"].endswith("DatabaseLockedError")]
         assert locked == [], f"a retry failed on the abandoned attempt's lock: {locked}"
     # the abandoned attempt's write rolled back; only the attempt that completed committed
-    assert ledger_rows(db_path, "lc_slow") == [(iid, attempt)]
+    assert table_rows("lc_slow") == [(iid, attempt)]

@@ -40,8 +40,10 @@ async def test_get_instance_and_not_found(app: rn.App) -> None:
     ids = await _seed(app)
     info = app.get_instance(ids[0])
     assert info.workflow_name == "mg_flow"
-    assert info.input == {"customer": {"id": 0, "name": "c0", "vip": True, "note": None},
-                          "region": "eu"}
+    assert info.input == {
+        "customer": {"id": 0, "name": "c0", "vip": True, "note": None},
+        "region": "eu",
+    }
     assert info.output == "c0@eu"
     assert info.created_at <= info.updated_at
     with pytest.raises(rn.WorkflowNotFound):
@@ -93,13 +95,36 @@ async def test_find_by_dot_paths_into_the_input(app: rn.App) -> None:
 
 def test_public_names_are_pinned() -> None:
     expected = {
-        "Activity", "ActivityContext", "ActivityTimeoutError", "App", "AttemptError",
-        "ChannelMessageTimeoutError", "ChannelModeConflictError", "DatabaseLockedError",
-        "DeterminismViolation", "EventTimeoutError", "InstanceInfo", "InstancePage",
-        "InvalidArgumentsError", "InvalidWorkflowState", "Registry", "RetryExhaustedError",
-        "RetryPolicy", "RomancyError", "SerializationError", "StepInfo", "StoreError",
-        "TerminalError", "Workflow", "WorkflowCancelled", "WorkflowContext", "WorkflowFailed",
-        "WorkflowNotFound", "__version__", "activity", "workflow",
+        "Activity",
+        "ActivityContext",
+        "ActivityTimeoutError",
+        "App",
+        "AttemptError",
+        "ChannelMessageTimeoutError",
+        "ChannelModeConflictError",
+        "DatabaseLockedError",
+        "DeterminismViolation",
+        "EventTimeoutError",
+        "InstanceInfo",
+        "InstancePage",
+        "InvalidArgumentsError",
+        "InvalidWorkflowState",
+        "Registry",
+        "RetryExhaustedError",
+        "RetryPolicy",
+        "RomancyError",
+        "SerializationError",
+        "StepInfo",
+        "StoreError",
+        "TerminalError",
+        "Workflow",
+        "WorkflowCancelled",
+        "WorkflowContext",
+        "WorkflowFailed",
+        "WorkflowNotFound",
+        "__version__",
+        "activity",
+        "workflow",
     }
     assert expected <= set(rn.__all__)
     for name in rn.__all__:

@@ -15,7 +15,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,16 +55,16 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[FaultyStore]:
+async def store(store_url: str) -> AsyncIterator[FaultyStore]:
     bodies.clear()
-    store = open_faulty(db_path, busy_timeout=1.0)
+    store = open_faulty(store_url, busy_timeout=1.0)
     try:
         yield store
     finally:
         store.inner.close()
 
 
-def _app(db: FaultyStore | Path) -> rn.App:
+def _app(db: FaultyStore | str) -> rn.App:
     return rn.App(db, default_retry=FAST_RETRY, sweep_interval=0.05)
 
 
@@ -115,11 +114,11 @@ async def test_a_run_ended_by_an_unexpected_engine_error_is_resumed_and_nothing_
     assert loop_errors == [], "a run's error reached the event loop (a callback re-raised)"
 
 
-async def test_recovery_resumes_this_workers_own_lease_that_has_no_task(db_path: Path) -> None:
+async def test_recovery_resumes_this_workers_own_lease_that_has_no_task(store_url: str) -> None:
     # The state any of the paths above leaves: a running instance leased by this very
     # worker, with nothing running it. Made here directly, with the real store.
     bodies.clear()
-    async with _app(db_path) as app:
+    async with _app(store_url) as app:
         now = time.time()
         orphans = [f"own-orphan-{n}" for n in range(2)]
         for n, iid in enumerate(orphans):

@@ -8,6 +8,7 @@ import pytest
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
+from tests.conftest import count_rows
 
 SAMPLES: dict[int, int] = {}
 
@@ -88,22 +89,22 @@ async def test_recur_with_bad_input_raises_in_the_workflow(app: rn.App) -> None:
     assert await app.result(await app.start(rc_bad, 1), timeout=10) == "rejected"
 
 
-async def test_archive_retention(db_path) -> None:  # type: ignore[no-untyped-def]
-    async with rn.App(db_path, archive_retention=0.0) as app:
+async def test_archive_retention(store_url: str) -> None:
+    async with rn.App(store_url, archive_retention=0.0) as app:
         iid = await app.start(rc_counter, 0, 3)
         assert await app.result(iid, timeout=10) == 3
         assert len(app.store.archived_runs(iid)) == 2
         await app.sweep()
         assert app.store.archived_runs(iid) == []
-        assert app.store.table_counts()["workflow_history_archive"] == 0
+        assert count_rows(app.store, "workflow_history_archive") == 0
 
 
 @pytest.mark.parametrize("n", [1])
-async def test_recur_survives_a_restart(db_path, n: int) -> None:  # type: ignore[no-untyped-def]
-    async with rn.App(db_path) as first:
+async def test_recur_survives_a_restart(store_url: str, n: int) -> None:
+    async with rn.App(store_url) as first:
         iid = await first.start(rc_subscriber, 0)
         await eventually(lambda: first.get_instance(iid).status == "waiting_for_event")
-    async with rn.App(db_path) as second:
+    async with rn.App(store_url) as second:
         await second.send_event("rc.go", n)
         assert await second.result(iid, timeout=10) == "second run"
         assert len(second.store.archived_runs(iid)) == 1

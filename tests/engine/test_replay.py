@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -47,8 +46,9 @@ async def rp_flow(ctx: rn.WorkflowContext) -> list[object]:
 
 @rn.workflow
 async def rp_gather(ctx: rn.WorkflowContext) -> list[float]:
-    return list(await asyncio.gather(rp_sleepy(ctx, 0.05), rp_sleepy(ctx, 0.0),
-                                     rp_sleepy(ctx, 0.02)))
+    return list(
+        await asyncio.gather(rp_sleepy(ctx, 0.05), rp_sleepy(ctx, 0.0), rp_sleepy(ctx, 0.02))
+    )
 
 
 @rn.workflow
@@ -69,14 +69,14 @@ async def rp_helpers(ctx: rn.WorkflowContext) -> list[str]:
     return values
 
 
-def _app(path: Path) -> rn.App:
-    return rn.App(path, default_retry=rn.RetryPolicy.none(), sweep_interval=0.05)
+def _app(url: str) -> rn.App:
+    return rn.App(url, default_retry=rn.RetryPolicy.none(), sweep_interval=0.05)
 
 
-async def _interrupt_at_block(db_path: Path, workflow: rn.Workflow) -> str:  # type: ignore[type-arg]
+async def _interrupt_at_block(store_url: str, workflow: rn.Workflow) -> str:  # type: ignore[type-arg]
     """Run until rp_block starts, then close the app as a kernel restart would."""
     gate["open"] = asyncio.Event()
-    app = _app(db_path)
+    app = _app(store_url)
     await app.open()
     iid = await app.start(workflow)
     await eventually(lambda: any(e.startswith("rp_block") for e in executed))
@@ -84,15 +84,15 @@ async def _interrupt_at_block(db_path: Path, workflow: rn.Workflow) -> str:  # t
     return iid
 
 
-async def test_resume_replays_recorded_steps_without_running_them(db_path: Path) -> None:
+async def test_resume_replays_recorded_steps_without_running_them(store_url: str) -> None:
     executed.clear()
     replaying_seen.clear()
-    iid = await _interrupt_at_block(db_path, rp_flow)
+    iid = await _interrupt_at_block(store_url, rp_flow)
     assert executed == ["rp_count:1", "rp_block:1"]
-    assert rn.App(db_path).get_instance(iid).status == "running"
+    assert rn.App(store_url).get_instance(iid).status == "running"
 
     gate["open"].set()
-    async with _app(db_path) as app:  # resumes the orphan on open
+    async with _app(store_url) as app:  # resumes the orphan on open
         assert await app.result(iid) == [10, "opened", 20]
     # rp_count:1 ran once; rp_block ran again (it never completed), rp_count:2 ran once.
     assert executed == ["rp_count:1", "rp_block:1", "rp_block:1", "rp_count:2"]
@@ -125,13 +125,13 @@ async def test_duplicate_step_id_is_an_error(app: rn.App) -> None:
     assert app.get_instance(iid).status == "failed"
 
 
-async def test_deterministic_helpers_replay_the_same_values(db_path: Path) -> None:
+async def test_deterministic_helpers_replay_the_same_values(store_url: str) -> None:
     executed.clear()
-    iid = await _interrupt_at_block(db_path, rp_helpers)
-    first = {s.step_id: s.output for s in rn.App(db_path).get_history(iid)}
+    iid = await _interrupt_at_block(store_url, rp_helpers)
+    first = {s.step_id: s.output for s in rn.App(store_url).get_history(iid)}
     assert set(first) == {"now:1", "uuid:1", "random:1"}
     gate["open"].set()
-    async with _app(db_path) as app:
+    async with _app(store_url) as app:
         values = await app.result(iid)
     now, uid, rnd = values
     assert uid == first["uuid:1"]
@@ -140,10 +140,10 @@ async def test_deterministic_helpers_replay_the_same_values(db_path: Path) -> No
 
 
 async def test_changed_code_raises_determinism_violation_and_keeps_the_instance(
-    db_path: Path,
+    store_url: str,
 ) -> None:
     executed.clear()
-    iid = await _interrupt_at_block(db_path, rp_flow)
+    iid = await _interrupt_at_block(store_url, rp_flow)
 
     @rn.workflow(name="rp_flow")
     async def rp_flow_edited(ctx: rn.WorkflowContext) -> list[object]:
@@ -151,7 +151,7 @@ async def test_changed_code_raises_determinism_violation_and_keeps_the_instance(
         return [a]
 
     try:
-        async with _app(db_path) as app:
+        async with _app(store_url) as app:
             with pytest.raises(rn.DeterminismViolation) as caught:
                 await app.result(iid)
             violation = caught.value
@@ -183,10 +183,10 @@ async def test_replay_answers_every_step_from_history_and_writes_nothing(app: rn
     assert app.store.load_history(iid) == before
 
 
-async def test_replay_stops_at_the_frontier_and_reports_divergence(db_path: Path) -> None:
+async def test_replay_stops_at_the_frontier_and_reports_divergence(store_url: str) -> None:
     executed.clear()
-    iid = await _interrupt_at_block(db_path, rp_flow)  # rp_count:1 recorded, rp_block not
-    async with _app(db_path) as app:
+    iid = await _interrupt_at_block(store_url, rp_flow)  # rp_count:1 recorded, rp_block not
+    async with _app(store_url) as app:
         await app.cancel(iid)  # stop it resuming; its history stays
         report = await app.replay(iid)
     assert report.outcome == "frontier" and "rp_block:1" in (report.stopped_at or "")
@@ -197,7 +197,7 @@ async def test_replay_stops_at_the_frontier_and_reports_divergence(db_path: Path
         return [await rp_count(ctx, 7)]
 
     try:
-        async with _app(db_path) as app:
+        async with _app(store_url) as app:
             report = await app.replay(iid)
         assert report.outcome == "diverged"
         assert isinstance(report.error, rn.DeterminismViolation)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -52,8 +51,15 @@ async def rt_own_policy(ctx: rn.ActivityContext) -> None:
     raise ValueError("always")
 
 
-@rn.activity(retry=rn.RetryPolicy(max_attempts=3, initial_interval=0.001, multiplier=1.0,
-                                  max_interval=0.001, non_retryable=(KeyError,)))
+@rn.activity(
+    retry=rn.RetryPolicy(
+        max_attempts=3,
+        initial_interval=0.001,
+        multiplier=1.0,
+        max_interval=0.001,
+        non_retryable=(KeyError,),
+    )
+)
 async def rt_non_retryable(ctx: rn.ActivityContext) -> None:
     _note(ctx)
     raise KeyError("missing")
@@ -75,8 +81,13 @@ async def rt_catching(ctx: rn.WorkflowContext) -> str:
 
 @rn.workflow
 async def rt_single(ctx: rn.WorkflowContext, which: str) -> object:
-    return await {"slow": rt_slow, "slow_sync": rt_slow_sync, "own": rt_own_policy,
-                  "nonretry": rt_non_retryable, "terminal": rt_terminal}[which](ctx)
+    return await {
+        "slow": rt_slow,
+        "slow_sync": rt_slow_sync,
+        "own": rt_own_policy,
+        "nonretry": rt_non_retryable,
+        "terminal": rt_terminal,
+    }[which](ctx)
 
 
 def test_policy_presets_and_delays() -> None:
@@ -118,7 +129,7 @@ async def test_terminal_error_is_never_retried(app: rn.App) -> None:
     assert attempts_seen[iid] == [1]
 
 
-async def test_failed_step_replays_the_same_error_type(app: rn.App, db_path: Path) -> None:
+async def test_failed_step_replays_the_same_error_type(app: rn.App) -> None:
     iid = await app.start(rt_single, "terminal")
     with pytest.raises(rn.TerminalError, match="card declined"):
         await app.result(iid)
@@ -154,14 +165,14 @@ async def test_timeouts_raise_activity_timeout_and_are_retried(app: rn.App, whic
     }
 
 
-async def test_attempt_count_survives_a_restart(db_path: Path) -> None:
+async def test_attempt_count_survives_a_restart(store_url: str) -> None:
     """Attempt 1 fails, the process stops during the backoff, the next start runs attempt 2."""
-    app = rn.App(db_path, default_retry=rn.RetryPolicy.fixed(5, 60))  # a minute's backoff
+    app = rn.App(store_url, default_retry=rn.RetryPolicy.fixed(5, 60))  # a minute's backoff
     await app.open()
     iid = await app.start(rt_flow, 3)
     await eventually(lambda: len(app.store.load_attempts(iid)) == 1)
     await app.close()
-    async with rn.App(db_path, default_retry=rn.RetryPolicy.fixed(5, 0.001)) as app:
+    async with rn.App(store_url, default_retry=rn.RetryPolicy.fixed(5, 0.001)) as app:
         assert await app.result(iid) == "ok after 4"
     assert attempts_seen[iid] == [1, 2, 3, 4]
-    assert [a.attempt for a in rn.App(db_path).store.load_attempts(iid)] == [1, 2, 3]
+    assert [a.attempt for a in rn.App(store_url).store.load_attempts(iid)] == [1, 2, 3]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -76,8 +75,11 @@ async def test_failure_compensates_in_reverse_order_and_keeps_the_error(app: rn.
     assert info.status == "failed"
     assert info.error["type"] == "romancy_nb.errors.TerminalError"
     compensations = [s.step_id for s in app.get_history(iid) if s.kind == "compensation"]
-    assert compensations == ["compensate:sg_reserve:2", "compensate:sg_charge:1",
-                             "compensate:sg_reserve:1"]
+    assert compensations == [
+        "compensate:sg_reserve:2",
+        "compensate:sg_charge:1",
+        "compensate:sg_reserve:1",
+    ]
 
 
 async def test_cancel_a_running_instance_runs_compensations(app: rn.App) -> None:
@@ -97,36 +99,36 @@ async def test_cancel_a_running_instance_runs_compensations(app: rn.App) -> None
         await app.cancel("no-such-instance")
 
 
-async def test_compensation_resumes_after_a_crash_without_repeating(db_path: Path) -> None:
+async def test_compensation_resumes_after_a_crash_without_repeating(store_url: str) -> None:
     ledger.clear()
     gates.clear()
     gates["a"] = asyncio.Event()  # the last compensation blocks: "crash" while it runs
-    app = rn.App(db_path, default_retry=rn.RetryPolicy.none())
+    app = rn.App(store_url, default_retry=rn.RetryPolicy.none())
     await app.open()
     iid = await app.start(sg_order, True)
     await eventually(lambda: "release a" in ledger)
     await app.close()
-    assert rn.App(db_path).get_instance(iid).status == "compensating"
+    assert rn.App(store_url).get_instance(iid).status == "compensating"
     done_before = ledger.copy()
     gates["a"].set()
-    async with rn.App(db_path, default_retry=rn.RetryPolicy.none()) as app:
+    async with rn.App(store_url, default_retry=rn.RetryPolicy.none()) as app:
         with pytest.raises(rn.TerminalError, match="no courier"):
             await app.result(iid)
     # Only the interrupted compensation ran again; the others ran exactly once.
-    assert ledger[len(done_before):] == ["release a"]
+    assert ledger[len(done_before) :] == ["release a"]
     assert ledger.count("release b") == 1 and ledger.count("refund 10") == 1
 
 
-async def test_cancel_an_instance_no_process_is_running(db_path: Path) -> None:
+async def test_cancel_an_instance_no_process_is_running(store_url: str) -> None:
     ledger.clear()
     gates.clear()
     gates["hold"] = asyncio.Event()
-    app = rn.App(db_path)
+    app = rn.App(store_url)
     await app.open()
     iid = await app.start(sg_order, False, True)
     await eventually(lambda: len(ledger) == 3)
     await app.close()  # the instance is left 'running' with no holder
     # A new app resumes it on open; cancel it there before it can finish.
-    async with rn.App(db_path) as app:
+    async with rn.App(store_url) as app:
         assert await app.cancel(iid, "stop") == "cancelled"
     assert ledger[-3:] == ["release b", "refund 10", "release a"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
+from tests.conftest import count_rows
 
 CALLS: list[str] = []
 
@@ -126,24 +126,24 @@ async def test_a_sleep_that_is_already_over_does_not_suspend(app: rn.App) -> Non
 
 
 async def test_a_timer_that_expired_while_no_worker_ran_fires_at_the_next_start(
-    db_path: Path,
+    store_url: str,
 ) -> None:
     CALLS.clear()
-    async with rn.App(db_path) as first:
+    async with rn.App(store_url) as first:
         iid = await first.start(tm_sleeper, 0.2)
         await eventually(lambda: _status(first, iid) == "waiting_for_timer")
     fire_at = time.time() + 0.2
     await eventually(lambda: time.time() > fire_at, message="the timer's due time")
-    async with rn.App(db_path) as second:
+    async with rn.App(store_url) as second:
         assert await second.result(iid, timeout=10) > fire_at
     assert CALLS == ["before", "after"]
 
 
-async def test_another_worker_fires_the_timer_from_its_sweep(db_path: Path) -> None:
+async def test_another_worker_fires_the_timer_from_its_sweep(store_url: str) -> None:
     # The second app has no change watcher and learnt of no timer at start: only its
     # background sweep can find the timer the first app left behind.
-    async with rn.App(db_path, watch_interval=None, sweep_interval=0.05) as sweeper:
-        async with rn.App(db_path) as first:
+    async with rn.App(store_url, watch_interval=None, sweep_interval=0.05) as sweeper:
+        async with rn.App(store_url) as first:
             iid = await first.start(tm_sleeper, 0.1)
             await eventually(lambda: _status(first, iid) == "waiting_for_timer")
         assert await sweeper.result(iid, timeout=10) > 0
@@ -155,7 +155,7 @@ async def test_cancel_while_sleeping_runs_compensations(app: rn.App) -> None:
     await eventually(lambda: _status(app, iid) == "waiting_for_timer")
     assert await app.cancel(iid, "guest left") == "cancelled"
     assert CALLS == ["reserve room", "release room"]
-    assert app.store.table_counts()["waits"] == 0  # the timer is gone with the instance
+    assert count_rows(app.store, "waits") == 0  # the timer is gone with the instance
     with pytest.raises(rn.WorkflowCancelled):
         await app.result(iid)
 

@@ -10,6 +10,7 @@ import pytest
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
+from tests.conftest import TableReader
 
 held: dict[str, asyncio.Event] = {}
 
@@ -65,21 +66,19 @@ async def tx_flow(ctx: rn.WorkflowContext, which: str) -> object:
     return await tx_idle(ctx)
 
 
-def _rows(db_path: Path) -> list[tuple[str, str, str]]:
-    connection = apsw.Connection(str(db_path))
-    return connection.execute("SELECT * FROM tx_ledger ORDER BY rowid").fetchall()
-
-
-async def test_session_writes_commit_with_the_step(app: rn.App, db_path: Path) -> None:
+async def test_session_writes_commit_with_the_step(app: rn.App, table_rows: TableReader) -> None:
     iid = await app.start(tx_flow, "write")
     assert await app.result(iid) == ["one", "two"]
-    assert _rows(db_path) == [(iid, "tx_write:1", "one"), (iid, "tx_async_write:1", "two")]
+    assert table_rows("tx_ledger") == [
+        (iid, "tx_write:1", "one"),
+        (iid, "tx_async_write:1", "two"),
+    ]
 
 
-async def test_a_failed_attempt_rolls_back_its_writes(app: rn.App, db_path: Path) -> None:
+async def test_a_failed_attempt_rolls_back_its_writes(app: rn.App, table_rows: TableReader) -> None:
     iid = await app.start(tx_flow, "retry")
     assert await app.result(iid) == "x"
-    assert _rows(db_path) == [(iid, "tx_write_then_fail_once:1", "x attempt 2")]
+    assert table_rows("tx_ledger") == [(iid, "tx_write_then_fail_once:1", "x attempt 2")]
 
 
 async def test_non_transactional_activity_has_no_session(app: rn.App) -> None:
@@ -89,6 +88,7 @@ async def test_non_transactional_activity_has_no_session(app: rn.App) -> None:
     assert "transactional=False" in caught.value.attempts[0].message
 
 
+@pytest.mark.sqlite_only  # SQLite's one write lock, taken from outside with apsw
 async def test_an_activity_that_never_uses_the_session_holds_no_write_lock(
     app: rn.App, db_path: Path
 ) -> None:

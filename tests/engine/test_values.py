@@ -192,7 +192,7 @@ def _depth(value: Any) -> int:
     return depth
 
 
-async def _everywhere(app: rn.App, db_path: Path, workflow: Any, *args: Any) -> list[Any]:
+async def _everywhere(app: rn.App, store_url: str, workflow: Any, *args: Any) -> list[Any]:
     """What the workflow body saw (first run, resumes, app.replay) and its result as the
     first run, the replay and a second App on the file return it."""
     SEEN.clear()
@@ -200,7 +200,7 @@ async def _everywhere(app: rn.App, db_path: Path, workflow: Any, *args: Any) -> 
     first = await app.result(iid, timeout=30)
     replayed = await app.replay(iid)
     assert replayed.outcome == "completed", replayed.error
-    async with rn.App(db_path) as other:
+    async with rn.App(store_url) as other:
         stored = await other.result(iid, timeout=30)
     return [*SEEN, first, replayed.result, stored]
 
@@ -218,25 +218,25 @@ def _assert_exact(seen: list[Any], expected: Any) -> None:
 @pytest.mark.parametrize(
     "value", [b"abc", b"\xff\x00\x01", b"", {"blob": b"\x00\x01", "list": [b"x", "x"]}]
 )
-async def test_unannotated_bytes_round_trip_exactly(app: rn.App, db_path: Path, value) -> None:  # type: ignore[no-untyped-def]
-    _assert_exact(await _everywhere(app, db_path, vl_echo_wf, value), value)
+async def test_unannotated_bytes_round_trip_exactly(app: rn.App, store_url: str, value) -> None:  # type: ignore[no-untyped-def]
+    _assert_exact(await _everywhere(app, store_url, vl_echo_wf, value), value)
 
 
 async def test_annotated_bytes_round_trip_exactly_even_when_not_utf8(
-    app: rn.App, db_path: Path
+    app: rn.App, store_url: str
 ) -> None:
-    _assert_exact(await _everywhere(app, db_path, vl_bytes_wf, b"\xff\xfe"), b"\xff\xfe")
-    _assert_exact(await _everywhere(app, db_path, vl_bytes_wf, b"abc"), b"abc")
+    _assert_exact(await _everywhere(app, store_url, vl_bytes_wf, b"\xff\xfe"), b"\xff\xfe")
+    _assert_exact(await _everywhere(app, store_url, vl_bytes_wf, b"abc"), b"abc")
 
 
 @pytest.mark.parametrize("typed", [False, True])
-async def test_bytes_published_arrive_as_bytes(app: rn.App, db_path: Path, typed: bool) -> None:
+async def test_bytes_published_arrive_as_bytes(app: rn.App, store_url: str, typed: bool) -> None:
     channel = f"vl.bytes.{typed}"
     await app.publish(channel, b"\x00\x01")
     await app.publish(channel, b"\xff")
     await app.publish(channel, b"text")
     expected = [b"\x00\x01", b"\xff", b"text"]
-    _assert_exact(await _everywhere(app, db_path, vl_receive_wf, channel, 3, typed), expected)
+    _assert_exact(await _everywhere(app, store_url, vl_receive_wf, channel, 3, typed), expected)
 
 
 async def test_event_data_bytes_arrive_as_bytes(app: rn.App) -> None:
@@ -306,8 +306,8 @@ async def test_an_unannotated_result_json_would_change_is_refused(app: rn.App, k
     assert app.get_instance(iid).status == "failed"
 
 
-async def test_annotated_sets_and_tuples_round_trip(app: rn.App, db_path: Path) -> None:
-    seen = await _everywhere(app, db_path, vl_shapes_wf, {3, 1}, (7, "seven"))
+async def test_annotated_sets_and_tuples_round_trip(app: rn.App, store_url: str) -> None:
+    seen = await _everywhere(app, store_url, vl_shapes_wf, {3, 1}, (7, "seven"))
     _assert_exact(seen, (frozenset({1, 3}), (7, "seven")))
 
 
@@ -353,7 +353,7 @@ def test_max_depth_is_the_readers_real_limit() -> None:
 
 
 async def test_an_unresolvable_annotation_is_an_error_not_a_silent_any(
-    app: rn.App, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: rn.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     iid = await app.start(vl_point_wf)
     with pytest.raises(UnresolvedAnnotationError, match=r"activity 'vl_point'.*'VlPoint'"):
@@ -435,9 +435,9 @@ def money_codec() -> Iterator[None]:
 
 @pytest.mark.usefixtures("money_codec")
 async def test_a_registered_codec_round_trips_annotated_and_unannotated(
-    app: rn.App, db_path: Path
+    app: rn.App, store_url: str
 ) -> None:
-    seen = await _everywhere(app, db_path, vl_money_wf, Money(150, "EUR"))
+    seen = await _everywhere(app, store_url, vl_money_wf, Money(150, "EUR"))
     _assert_exact(seen[:-3], Money(300, "EUR"))  # in the body: first run, resume, replay
     _assert_exact(seen[-3:], {"doubled": Money(300, "EUR")})
     stored = app.get_history(app.list_instances().instances[0].instance_id)[0].output

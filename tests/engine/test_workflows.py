@@ -126,16 +126,16 @@ async def test_many_concurrent_instances(app: rn.App) -> None:
     assert [r.price for r in results] == [2.5 * i for i in range(50)]
 
 
-def test_app_run_in_a_script(db_path) -> None:  # type: ignore[no-untyped-def]
-    app = rn.App(db_path)
+def test_app_run_in_a_script(store_url: str) -> None:
+    app = rn.App(store_url)
     assert app.run(wf_quote, Item(sku="E", qty=2)) == Quote("E", 5.0)
     # The app can run again after it closed.
     assert app.run(wf_quote, Item(sku="F", qty=1)) == Quote("F", 2.5)
 
 
-async def test_app_run_refuses_a_running_loop(db_path) -> None:  # type: ignore[no-untyped-def]
+async def test_app_run_refuses_a_running_loop(store_url: str) -> None:
     with pytest.raises(RuntimeError, match="await app.start"):
-        rn.App(db_path).run(wf_quote, Item(sku="G", qty=1))
+        rn.App(store_url).run(wf_quote, Item(sku="G", qty=1))
 
 
 def test_calling_an_activity_without_a_workflow_context_explains() -> None:
@@ -155,14 +155,15 @@ def test_workflow_must_be_async() -> None:
         def wf_not_async(ctx: rn.WorkflowContext) -> None: ...
 
 
-def test_memory_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.sqlite_only  # ":memory:" is a SQLite database
+def test_memory_store() -> None:
     app = rn.App(":memory:")
     assert app.run(wf_quote, Item(sku="M", qty=2)).price == 5.0
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
-async def test_group_commit_under_concurrency(db_path, synchronous: str) -> None:  # type: ignore[no-untyped-def]
-    async with rn.App(db_path, synchronous=synchronous, group_commit=True) as app:
+async def test_group_commit_under_concurrency(store_url: str, synchronous: str) -> None:
+    async with rn.App(store_url, synchronous=synchronous, group_commit=True) as app:
         assert app.group_commit
         ids = await asyncio.gather(
             *(app.start(wf_quote, Item(sku=f"g{i}", qty=i)) for i in range(40))

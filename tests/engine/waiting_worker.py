@@ -1,6 +1,6 @@
 """A worker process for the cross-process waiting tests (run as a script).
 
-    python waiting_worker.py '{"db": PATH, "start": [[WORKFLOW, ID, ARGS], ...],
+    python waiting_worker.py '{"db": URL, "start": [[WORKFLOW, ID, ARGS], ...],
                                "await": [ID, ...], "sweep_interval": 30}'
 
 Starts the given instances, prints ``ready``, and serves (runs and wakes instances) until
