@@ -46,6 +46,7 @@ from romancy_nb.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
+from romancy_nb.engine.failures import register_error
 from romancy_nb.store import connect
 
 __version__ = "0.1.0"
@@ -126,6 +127,7 @@ __all__ = [
     "__version__",
     "activity",
     "connect",
+    "register_error",
     "current_app",
     "events",
     "history",

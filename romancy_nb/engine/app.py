@@ -339,6 +339,7 @@ class App:
         ran elsewhere); a cancelled one raises :class:`WorkflowCancelled`.
         """
         instances = await self._ensure_open()
+        instance_id = ids.validate_instance_id(instance_id)
         try:
             return await self._await_result(instances, instance_id, timeout)
         finally:
@@ -555,7 +556,7 @@ class App:
         metadata: dict[str, Any] | None = None,
     ) -> str:
         """Send a message to one instance (its ``direct`` subscription on ``channel``)."""
-        channels.check_name("the instance id", instance_id)
+        ids.validate_instance_id(instance_id)
         channels.check_name("the channel", channel)
         return await self._post(
             channels.new_message(

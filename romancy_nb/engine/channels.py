@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from romancy_nb.engine import codec
+from romancy_nb.engine import codec, ids
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.errors import (
     ChannelMessageTimeoutError,
@@ -256,7 +256,7 @@ def publish(
 def send_to(
     run: StepHost, instance_id: str, channel: str, data: Any, metadata: dict[str, Any] | None
 ) -> Coroutine[Any, Any, str]:
-    check_name("the instance id", instance_id)
+    ids.validate_instance_id(instance_id)
     check_name("the channel", channel)
     step_id = run.take_step_id("send_to", None)
     input_json = step_input(channel=channel, instance_id=instance_id)
