@@ -29,6 +29,7 @@ import collections.abc
 import dataclasses
 import datetime
 import decimal
+import enum
 import inspect
 import types
 import typing
@@ -145,8 +146,8 @@ def for_class(cls: type) -> Codec | None:
 
 def _forget() -> None:
     _by_class.clear()
-    adapter.cache_clear()
-    _coder.cache_clear()
+    for cache in (adapter, _coder, _may_hold_float, _plain_class):
+        cache.cache_clear()
 
 
 # refusing values, with where and why
@@ -391,23 +392,63 @@ _SCALARS = {
 
 
 @lru_cache(maxsize=4096)
-def _may_hold_float(tp: Any) -> bool:
-    """Whether pydantic may meet a float under ``tp`` (and silently store NaN as null).
+def _may_hold_float(tp: Any, walked: bool = True) -> bool:
+    """Whether pydantic may meet a float under ``tp`` (and silently store NaN as ``null``).
 
-    ``Any`` parts are checked by :func:`_jsonable` itself; unknown classes may hold one.
+    Decided once per annotation, so values that cannot hold a float (a model of strings and
+    ints...) skip the check. ``Any`` parts are checked by :func:`_jsonable` itself (``walked``)
+    except inside a model or dataclass, whose fields pydantic serializes on its own.
     """
-    if tp is Any or tp is None or tp in _SCALARS or tp is inspect.Parameter.empty:
+    if tp is Any or tp is inspect.Parameter.empty or tp in _BARE:
+        return not walked
+    if tp is None or tp in _SCALARS:
         return False
     if isinstance(tp, type):
-        return tp not in _BARE and for_class(tp) is None
+        if tp is float or for_class(tp) is not None:
+            return tp is float
+        fields = _field_types(tp)
+        if fields is None or tp in _visiting:  # unknown, or a recursive type: assume so
+            return True
+        _visiting.add(tp)
+        try:
+            return any(_may_hold_float(f, False) for f in fields)
+        except TypeError:  # an unhashable field annotation: assume so
+            return True
+        finally:
+            _visiting.discard(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
         return any(isinstance(a, float) for a in args)
     if origin is Annotated:
-        return _may_hold_float(args[0])
+        return _may_hold_float(args[0], walked)
     if args:
-        return any(_may_hold_float(a) for a in args if a is not Ellipsis)
+        return any(_may_hold_float(a, walked) for a in args if a is not Ellipsis)
     return True
+
+
+_visiting: set[type] = set()
+
+
+def _field_types(cls: type) -> list[Any] | None:
+    """The types a model, dataclass, TypedDict, NamedTuple or Enum serializes, if known."""
+    try:
+        if issubclass(cls, BaseModel):
+            if cls.model_config.get("extra") == "allow":
+                return None  # extra fields may be anything
+            return [f.annotation for f in cls.model_fields.values()] + [
+                f.return_type for f in cls.model_computed_fields.values()
+            ]
+        if issubclass(cls, enum.Enum):
+            return [type(member.value) for member in cls]
+        if (
+            dataclasses.is_dataclass(cls)
+            or typing_extensions.is_typeddict(cls)
+            or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+        ):
+            return list(typing.get_type_hints(cls).values())
+    except Exception:  # an annotation that does not resolve: pydantic will say so
+        return None
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -457,9 +498,13 @@ def _find_non_finite(value: Any) -> None:
                 raise
 
 
+_SMALL = MAX_DEPTH
+"""Texts this short are never scanned: nesting even ``MAX_DEPTH - 1`` deep takes twice that."""
+
+
 def _check_depth(text: bytes, limit: int) -> None:
-    """Refuse text nested deeper than ``limit``; it takes ``2 * limit`` bytes to, so small
-    texts are never scanned, and only one with many brackets is read back to be sure."""
+    """Refuse text nested deeper than ``limit``: it takes ``2 * limit`` bytes to, and more
+    brackets than ``limit``; only such a text is read back to be sure."""
     if len(text) <= 2 * limit or text.count(b"[") + text.count(b"{") <= limit:
         return
     if limit < MAX_DEPTH:  # an argument inside its record: one level is the record's
@@ -485,7 +530,8 @@ def _dump(
     text = serializer.to_json(value, warnings=False if checked else "error")
     if floats and (b"null" in text or b"NaN" in text or b"Infinity" in text):
         _check_finite(serializer, value)
-    _check_depth(text, MAX_DEPTH - depth)
+    if len(text) > _SMALL:
+        _check_depth(text, MAX_DEPTH - depth)
     return text  # type: ignore[no-any-return]
 
 
@@ -697,11 +743,13 @@ class CallShape:
         )
 
     def encode_args(self, values: tuple[Any, ...]) -> str:
+        checked = self._all_plain
+        if checked:  # a plain loop: a generator in all() costs more than the check (~0.7 µs)
+            for value, cls in zip(values, self._classes, strict=True):
+                if not isinstance(value, cls):  # type: ignore[arg-type]
+                    checked = False
+                    break
         try:
-            checked = self._all_plain and all(
-                isinstance(v, c)  # type: ignore[arg-type]
-                for v, c in zip(values, self._classes, strict=True)
-            )
             return _dump(self._args_adapter, values, checked=checked, floats=self._floats).decode()
         except _ENCODE_ERRORS as error:
             raise self._refused("record the arguments of", values, error) from None
