@@ -26,6 +26,11 @@ class RomancyError(Exception):
         for key, value in fields.items():
             setattr(self, key, value)
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The facts the error was raised with (also its attributes), for tools and stores."""
+        return dict(self._fields)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self._fields))
 

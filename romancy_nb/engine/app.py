@@ -158,7 +158,11 @@ class App:
         assert self._waker is not None
         return await self._waker.sweep()
 
-    def _ensure_schema(self) -> None:
+    def ensure_schema(self) -> None:
+        """Open the store if it was closed and apply pending migrations, once.
+
+        For reads without opening the app (views, the CLI); ``open()`` does it too.
+        """
         if not self._store_open:
             if self._given_store is not None:
                 raise RuntimeError("this App's store was closed; give the App a new store")
@@ -173,7 +177,7 @@ class App:
         """Apply migrations, register this worker, resume orphaned instances, start sweeps."""
         if self._loop is not None:
             return self
-        await self._call_blocking(self._ensure_schema)
+        await self._call_blocking(self.ensure_schema)
         worker = leases.new_worker()
         await self._call(self.store.register_worker, worker)
         self._worker = worker
@@ -418,7 +422,7 @@ class App:
         does not hold, diverged (with the :class:`DeterminismViolation` and its diff) or
         raised — the engine side of replay debugging.
         """
-        self._ensure_schema()
+        self.ensure_schema()
         return await replayer.replay(self, instance_id)
 
     # cancelling
@@ -480,7 +484,7 @@ class App:
     # events, messages, timers and groups (engine/events.py, channels.py, wakeups.py)
 
     async def _post(self, message: MessageRecord) -> str:
-        self._ensure_schema()
+        self.ensure_schema()
         await self._call(self.store.publish, message)
         if self._waker is not None:  # wake the waiting subscribers here and now
             await self._waker.deliver_channel(message.channel)
@@ -569,13 +573,13 @@ class App:
 
     def get_group_members(self, group: str) -> list[str]:
         """The ids of the instances that are members of ``group``, oldest member first."""
-        self._ensure_schema()
+        self.ensure_schema()
         return self.store.group_members(group)
 
     # management
 
     def _record(self, instance_id: str) -> InstanceRecord:
-        self._ensure_schema()
+        self.ensure_schema()
         record = self.store.get_instance(ids.validate_instance_id(instance_id))
         if record is None:
             raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
@@ -600,7 +604,7 @@ class App:
         page_token: str | None = None,
     ) -> InstancePage:
         """Instances, newest first, one page at a time (``next_page_token`` for more)."""
-        self._ensure_schema()
+        self.ensure_schema()
         if limit < 1:
             raise ValueError("limit must be at least 1")
         after = parse_page_token(page_token) if page_token else None
@@ -625,7 +629,7 @@ class App:
         Paths start at the workflow's parameter names: for ``order_flow(ctx, order)``,
         ``{"order.customer.id": 7}``. Values may be strings, numbers, booleans or None.
         """
-        self._ensure_schema()
+        self.ensure_schema()
         records = self.store.list_instances(
             InstanceQuery(workflow, status, None, dict(input_equals), None, limit)
         )

@@ -34,7 +34,7 @@ def error_to_json(error: BaseException) -> str:
     """JSON text describing ``error`` (fields of our own errors included)."""
     fields: dict[str, Any] = {}
     if isinstance(error, RomancyError):
-        fields = {k: _plain(v) for k, v in error._fields.items()}
+        fields = {k: _plain(v) for k, v in error.fields.items()}
     document = {
         "type": class_path(error),
         "message": str(error),

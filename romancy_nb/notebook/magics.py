@@ -267,13 +267,7 @@ class RomancyMagics(Magics):
     def _event(self, event_type: str, data_text: str, source: str) -> Any:
         app = state.current_app()
         data = _json_arg(data_text, "data")
-        send = getattr(app, "send_event", None)
-        if send is None:
-            raise UsageError(
-                "%romancy event needs durable events (app.send_event), which this version "
-                "of the engine does not have yet"
-            )
-        ran, result = aio.run_or_schedule(send(event_type, data, source=source))
+        ran, result = aio.run_or_schedule(app.send_event(event_type, data, source=source))
         return result if ran else None
 
     def _config(self, db: str | None) -> Any:

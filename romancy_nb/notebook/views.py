@@ -117,7 +117,7 @@ def read(
 ) -> pd.DataFrame | None:
     """One store table as a typed DataFrame; None if the table does not exist."""
 
-    app._ensure_schema()
+    app.ensure_schema()
     # Building a big frame allocates millions of small objects and no reference cycles:
     # pausing the cyclic GC meanwhile saves about a third of the time on 100,000 steps.
     paused = gc.isenabled()

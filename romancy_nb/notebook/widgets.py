@@ -323,16 +323,11 @@ class InstanceView(w.VBox):
         self._run(self.app.send_event(self._waiting_event, data, source="notebook-panel"), "send")
 
     def fire_timer(self) -> None:
-        """Fire the pending timer now (when the engine supports it)."""
-        fire = getattr(self.app, "fire_timer", None)
-        if fire is None or self._waiting_timer is None:
+        """Fire the pending timer now, as if it were due."""
+        if self._waiting_timer is None:
             self.show_message("no timer to fire")
             return
-        result = fire(self.instance_id, self._waiting_timer)
-        if inspect.isawaitable(result):
-            self._run(result, "fire now")
-        else:
-            self.refresh()
+        self._run(self.app.fire_timer(self.instance_id, self._waiting_timer), "fire now")
 
 
 def _field(name: str, annotation: Any, default: Any) -> w.Widget:
