@@ -532,7 +532,7 @@ def _dump(
         _check_finite(serializer, value)
     if len(text) > _SMALL:
         _check_depth(text, MAX_DEPTH - depth)
-    return text  # type: ignore[no-any-return]
+    return text
 
 
 _ENCODE_ERRORS = (PydanticSerializationError, ValueError, TypeError)
@@ -708,7 +708,7 @@ class CallShape:
         self._classes = tuple(c.plain for c in self._coders)
         self._all_plain = all(c is not None for c in self._classes)
         self._floats = any(c.floats for c in self._coders)
-        self._args_adapter = TypeAdapter(tuple[tuple(resolved)])
+        self._args_adapter: TypeAdapter[Any] = TypeAdapter(_tuple_of(resolved))
         self._input_adapter = TypeAdapter(
             typing_extensions.TypedDict(  # type: ignore[operator]
                 f"{fn.__name__}_input", dict(zip(self._names, resolved, strict=True))
@@ -754,11 +754,13 @@ class CallShape:
         except _ENCODE_ERRORS as error:
             raise self._refused("record the arguments of", values, error) from None
 
-    def decode_args(self, text: str) -> tuple[Any, ...]:
+    def decode_args(self, text: str, where: str = "") -> tuple[Any, ...]:
+        """The recorded arguments; ``where`` (``"instance X, step Y"``) goes in an error."""
         try:
             return tuple(self._args_adapter.validator.validate_json(text))
         except (ValidationError, ValueError, KeyError, TypeError) as error:
-            raise _load_failure(f"the arguments of {self.what}", self._arg_types(), error) from None
+            what = _at(f"the stored arguments of {self.what}", where)
+            raise _load_failure(what, self._arg_types(), error) from None
 
     def validate_input(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Coerce a workflow's arguments to their annotated types (dicts → models...)."""
@@ -778,20 +780,30 @@ class CallShape:
         except _ENCODE_ERRORS as error:
             raise self._refused("store the input of", values, error) from None
 
-    def decode_input(self, text: str) -> tuple[Any, ...]:
+    def decode_input(self, text: str, where: str = "") -> tuple[Any, ...]:
         try:
             data = self._input_adapter.validator.validate_json(text)
         except (ValidationError, ValueError, KeyError, TypeError) as error:
-            raise _load_failure(f"the input of {self.what}", self._arg_types(), error) from None
+            what = _at(f"the stored input of {self.what}", where)
+            raise _load_failure(what, self._arg_types(), error) from None
         return tuple(data[name] for name in self._names)
 
     def encode_result(self, value: Any) -> str:
         return self._result.encode(value, f"the result of {self.what}")
 
-    def decode_result(self, text: str | None) -> Any:
+    def decode_result(self, text: str | None, where: str = "") -> Any:
         if text is None:
             return None
-        return self._result.load(text, f"the stored result of {self.what}")
+        return self._result.load(text, _at(f"the stored result of {self.what}", where))
 
     def _arg_types(self) -> Any:
-        return tuple[tuple(p.annotation for p in self.params)]
+        return _tuple_of([p.annotation for p in self.params])
+
+
+def _tuple_of(types: list[Any]) -> Any:
+    """``tuple[types...]``: the arguments as they are recorded, one JSON array."""
+    return tuple.__class_getitem__(tuple(types))
+
+
+def _at(what: str, where: str) -> str:
+    return f"{what} ({where})" if where else what

@@ -383,6 +383,40 @@ async def test_a_stored_value_that_no_longer_validates_names_what(app: rn.App) -
         codec.decode(text, int, "the stored result of activity 'x'")
 
 
+async def test_a_result_whose_annotation_changed_while_waiting_fails_naming_it(
+    db_path: Path,
+) -> None:
+    """The activity's result type changed while the instance waited: the resume fails with
+    an error that says which stored value no longer reads as which type."""
+    before, after = rn.Registry(), rn.Registry()
+
+    def define(registry: rn.Registry, label: Any) -> None:
+        activity = rn.activity(name="vl_label", registry=registry)(label)
+
+        @rn.workflow(name="vl_label_wf", registry=registry)
+        async def body(ctx: rn.WorkflowContext) -> None:
+            await activity(ctx)
+            await ctx.wait_event("vl.go")
+
+    async def label_str(ctx: rn.ActivityContext) -> str:
+        return "not a number"
+
+    async def label_int(ctx: rn.ActivityContext) -> int:
+        return 1
+
+    define(before, label_str)
+    define(after, label_int)
+    async with rn.App(db_path, registry=before) as app:
+        iid = await app.start("vl_label_wf")
+        await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+    async with rn.App(db_path, registry=after) as app:
+        await app.send_event("vl.go", None)
+        with pytest.raises(
+            rn.SerializationError, match=r"stored result of activity 'vl_label'.*as int"
+        ):
+            await app.result(iid, timeout=30)
+
+
 # the codec registry
 
 
