@@ -282,6 +282,10 @@ def _decode_tagged(codec: Codec, stored: dict[str, Any]) -> Any:
     return codec.decode({key: _untag(item) for key, item in stored.items() if key != TAG})
 
 
+def _to_tagged(codec: Codec, value: Any) -> dict[str, Any]:
+    return _tagged(codec, value)  # one parameter after the codec: see _jsonable_any
+
+
 def _from_tagged(codec: Codec, value: Any) -> Any:
     if codec.handles(type(value)):
         return value
@@ -307,7 +311,9 @@ _Base64Bytes = Annotated[
 @lru_cache(maxsize=256)
 def _codec_type(codec: Codec) -> Any:
     return Annotated[
-        Any, PlainSerializer(partial(_tagged, codec)), PlainValidator(partial(_from_tagged, codec))
+        Any,
+        PlainSerializer(partial(_to_tagged, codec)),
+        PlainValidator(partial(_from_tagged, codec)),
     ]
 
 

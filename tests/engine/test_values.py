@@ -478,6 +478,18 @@ async def test_a_registered_codec_round_trips_annotated_and_unannotated(
     assert stored == {"__romancy_type__": "test.Money", "cents": 300, "currency": "EUR"}
 
 
+async def test_a_dataframe_inside_an_unannotated_value_round_trips(
+    app: rn.App, db_path: Path
+) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": pd.array([1, None], "Int64")})
+    seen = await _everywhere(app, db_path, vl_echo_wf, {"frame": frame, "n": 1})
+    for value in seen:
+        assert value["n"] == 1
+        pd.testing.assert_frame_equal(value["frame"], frame)
+
+
 def test_a_codec_tag_is_registered_once() -> None:
     with pytest.raises(ValueError, match="pandas.DataFrame"):
         codec.register(Codec("pandas.DataFrame", lambda cls: False, lambda v: {}, lambda f: None))
