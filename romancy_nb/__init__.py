@@ -25,6 +25,7 @@ from romancy_nb.engine import (
 from romancy_nb.engine.channels import ChannelMessage
 from romancy_nb.engine.codec import InvalidArgumentsError
 from romancy_nb.engine.events import ReceivedEvent
+from romancy_nb.engine.failures import register_error
 from romancy_nb.errors import (
     ActivityTimeoutError,
     AttemptError,
@@ -46,7 +47,6 @@ from romancy_nb.errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from romancy_nb.engine.failures import register_error
 from romancy_nb.store import connect
 
 __version__ = "0.1.0"
@@ -127,13 +127,13 @@ __all__ = [
     "__version__",
     "activity",
     "connect",
-    "register_error",
     "current_app",
     "events",
     "history",
     "instances",
     "messages",
     "panel",
+    "register_error",
     "timers",
     "workflow",
 ]
