@@ -41,7 +41,7 @@ from romancy_nb.engine.registry import registry as default_registry
 from romancy_nb.engine.replayer import ReplayReport
 from romancy_nb.engine.retry import RetryPolicy
 from romancy_nb.engine.runner import WorkflowRun
-from romancy_nb.engine.signals import StoreFault
+from romancy_nb.engine.signals import EngineSignal, StoreFault
 from romancy_nb.engine.wakeups import Waker, WakeSettings
 from romancy_nb.errors import InvalidWorkflowState, WorkflowCancelled, WorkflowNotFound
 from romancy_nb.store import (
@@ -358,7 +358,8 @@ class App:
                 run = instances.get(instance_id)
                 task = run.task if run is not None else None
                 if task is not None:
-                    await asyncio.wait({task})  # never cancels the run, nor raises its error
+                    if not task.done():
+                        await _finished(task)
                     failed = task.cancelled() or task.exception() is not None
                     outcome = None if failed else task.result()
                     if outcome is not None:
@@ -634,3 +635,15 @@ class App:
             InstanceQuery(workflow, status, None, dict(input_equals), None, limit)
         )
         return [InstanceInfo.from_record(r) for r in records]
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Wait for a run's task to end without cancelling it (``result`` may be cancelled or
+    time out) and without raising what ended it."""
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise  # it is the waiter that was cancelled, not the run
+    except (Exception, EngineSignal):  # the run's own error: the caller reads the task
+        pass

@@ -99,6 +99,13 @@ class StoreGate:
         :class:`StoreFault` (the run stops, the instance is resumed later); any other
         exception (a lost lease, a channel mode conflict...) passes through unchanged.
         """
+        if self._inline:  # the common case costs one call: the retry loop only on a fault
+            try:
+                return method(*args, **kwargs)
+            except StoreError as error:
+                if not error.transient:
+                    raise StoreFault(error) from error
+                await self._pause(FIRST_DELAY)
         return await self._retrying(not self._inline, method, *args, **kwargs)
 
     async def call_blocking(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

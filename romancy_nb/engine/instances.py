@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,30 @@ class Listeners:
                 callback(instance_id, step)
             except Exception:
                 log.exception("listener %r failed; ignored", callback)
+
+
+class _Claim:
+    """The context manager of :meth:`Instances.claiming` (a class: it is on every start)."""
+
+    __slots__ = ("_claiming", "_instance_id", "_runs", "_taken")
+
+    def __init__(self, runs: dict[str, WorkflowRun], claiming: set[str], instance_id: str) -> None:
+        self._runs = runs
+        self._claiming = claiming
+        self._instance_id = instance_id
+        self._taken = False
+
+    def __enter__(self) -> bool:
+        iid = self._instance_id
+        if iid in self._runs or iid in self._claiming:
+            return False
+        self._claiming.add(iid)
+        self._taken = True
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._taken:
+            self._claiming.discard(self._instance_id)
 
 
 class Instances:
@@ -207,22 +231,15 @@ class Instances:
     def drop_waiter(self, instance_id: str) -> None:
         self._launch_waiters.pop(instance_id, None)
 
-    @contextlib.contextmanager
-    def claiming(self, instance_id: str) -> Iterator[bool]:
+    def claiming(self, instance_id: str) -> _Claim:
         """Reserve ``instance_id`` while this worker takes its lease and launches it.
 
-        Yields False if it already runs here or another claim is under way, so that
-        recovery (which also picks up instances leased to this worker) never launches a
-        second run of an instance being woken or cancelled.
+        ``with instances.claiming(iid) as free:`` — ``free`` is False if it already runs
+        here or another claim is under way, so that recovery (which also picks up instances
+        leased to this worker) never launches a second run of an instance being woken,
+        started or cancelled.
         """
-        if instance_id in self._runs or instance_id in self._claiming:
-            yield False
-            return
-        self._claiming.add(instance_id)
-        try:
-            yield True
-        finally:
-            self._claiming.discard(instance_id)
+        return _Claim(self._runs, self._claiming, instance_id)
 
     async def resumed_run(self, wf: Workflow[Any, Any], record: InstanceRecord) -> WorkflowRun:
         iid = record.instance_id
