@@ -146,7 +146,7 @@ def for_class(cls: type) -> Codec | None:
 
 def _forget() -> None:
     _by_class.clear()
-    for cache in (adapter, _coder, _may_hold_float, _plain_class):
+    for cache in (adapter, coder, _may_hold_float, _plain_class):
         cache.cache_clear()
 
 
@@ -341,7 +341,7 @@ _CONTAINERS = {
 _UNIONS = (typing.Union, types.UnionType)
 
 
-def _resolve(tp: Any) -> Any:
+def resolve(tp: Any) -> Any:
     """The annotation pydantic is given: ``Any`` (also inside containers) and codec classes
     swapped for their exact codecs; iterators refused (storing one consumes it)."""
     if tp is Any or tp is inspect.Parameter.empty or tp is object:
@@ -355,7 +355,7 @@ def _resolve(tp: Any) -> Any:
         )
     if isinstance(tp, type):
         if tp in _BARE:
-            return _resolve(_BARE[tp])
+            return resolve(_BARE[tp])
         if tp is bytes:
             return _Base64Bytes
         codec = for_class(tp)
@@ -364,7 +364,7 @@ def _resolve(tp: Any) -> Any:
     if not args or not (origin in _CONTAINERS or origin in _UNIONS):
         return tp
     keep = 1 if origin in (dict, collections.abc.Mapping) else 0  # dict keys stay as typed
-    resolved = args[:keep] + tuple(a if a is Ellipsis else _resolve(a) for a in args[keep:])
+    resolved = args[:keep] + tuple(a if a is Ellipsis else resolve(a) for a in args[keep:])
     if resolved == args:
         return tp
     return typing.Union[resolved] if origin in _UNIONS else origin[resolved]  # noqa: UP007
@@ -378,8 +378,8 @@ def _show(tp: Any) -> str:
 
 @lru_cache(maxsize=4096)
 def adapter(tp: Any) -> TypeAdapter[Any]:
-    """The cached adapter for an annotation, with the exact codecs of :func:`_resolve`."""
-    return TypeAdapter(_resolve(tp))
+    """The cached adapter for an annotation, with the exact codecs of :func:`resolve`."""
+    return TypeAdapter(resolve(tp))
 
 
 _SCALARS = {
@@ -523,7 +523,7 @@ def _check_depth(text: bytes, limit: int) -> None:
         raise
 
 
-def _dump(
+def dump_json(
     adapter: TypeAdapter[Any], value: Any, *, checked: bool, floats: bool, depth: int = 0
 ) -> bytes:
     # The core serializer directly: TypeAdapter.dump_json's Python wrapper costs more than
@@ -541,10 +541,10 @@ def _dump(
     return text
 
 
-_ENCODE_ERRORS = (PydanticSerializationError, ValueError, TypeError)
+ENCODE_ERRORS = (PydanticSerializationError, ValueError, TypeError)
 
 
-def _reason(error: Exception) -> str:
+def reason(error: Exception) -> str:
     if isinstance(error, _Refused):
         return error.reason
     if isinstance(error, PydanticSerializationError) and "depth exceeded" in str(error):
@@ -552,7 +552,7 @@ def _reason(error: Exception) -> str:
     return f"does not serialize to JSON for its annotation ({error})"
 
 
-def _load_failure(what: str, tp: Any, error: Exception) -> SerializationError:
+def load_failure(what: str, tp: Any, error: Exception) -> SerializationError:
     if "recursion limit" in str(error):
         detail = f"it nests deeper than {MAX_DEPTH} levels"
     else:
@@ -566,14 +566,14 @@ def _load_failure(what: str, tp: Any, error: Exception) -> SerializationError:
     )
 
 
-class _Coder:
+class Coder:
     """Encode and decode for one annotation, its checks decided once."""
 
     __slots__ = ("adapter", "any", "floats", "plain", "tp")
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
-        self.any = _resolve(tp) is _AnyJson
+        self.any = resolve(tp) is _AnyJson
         self.adapter = adapter(tp)
         self.plain = _plain_class(tp)
         self.floats = _may_hold_float(tp)
@@ -582,14 +582,14 @@ class _Coder:
         if self.any:  # no pydantic between the check and the text: it is exact already
             return pydantic_core.to_json(_jsonable(value, depth))
         checked = self.plain is not None and isinstance(value, self.plain)
-        return _dump(self.adapter, value, checked=checked, floats=self.floats, depth=depth)
+        return dump_json(self.adapter, value, checked=checked, floats=self.floats, depth=depth)
 
     def encode(self, value: Any, what: str) -> str:
         try:
             return self.dump(value).decode()
-        except _ENCODE_ERRORS as error:
+        except ENCODE_ERRORS as error:
             raise SerializationError(
-                f"cannot store {what}: it {_describe(error, value, 'it')}",
+                f"cannot store {what}: it {describe(error, value, 'it')}",
                 what=what,
                 value_type=f"{type(value).__module__}.{type(value).__qualname__}",
             ) from None
@@ -601,23 +601,23 @@ class _Coder:
                 return _untag(value) if TAG in text else value
             return self.adapter.validator.validate_json(text)
         except (ValidationError, ValueError, KeyError, TypeError) as error:
-            raise _load_failure(what, self.tp, error) from None
+            raise load_failure(what, self.tp, error) from None
 
 
-def _describe(error: Exception, value: Any, root: str) -> str:
+def describe(error: Exception, value: Any, root: str) -> str:
     if isinstance(error, _Refused):
         return error.describe(root)
-    return f"is a {_type_name(value)} that {_reason(error)}"
+    return f"is a {_type_name(value)} that {reason(error)}"
 
 
 @lru_cache(maxsize=4096)
-def _coder(tp: Any) -> _Coder:
-    return _Coder(tp)
+def coder(tp: Any) -> Coder:
+    return Coder(tp)
 
 
 def encode(value: Any, tp: Any, what: str) -> str:
     """JSON text of ``value`` as type ``tp``; ``what`` names it in an error."""
-    return _coder(tp).encode(value, what)
+    return coder(tp).encode(value, what)
 
 
 def decode(text: str | None, tp: Any, what: str = "a stored value") -> Any:
@@ -625,7 +625,7 @@ def decode(text: str | None, tp: Any, what: str = "a stored value") -> Any:
     error (a stored value that no longer matches its annotation)."""
     if text is None:
         return None
-    return _coder(tp).load(text, what)
+    return coder(tp).load(text, what)
 
 
 def encode_message(data: Any, what: str) -> str:
@@ -647,169 +647,7 @@ def decode_message(value: Any, model: Any, what: str) -> Any:
         value = _untag(value)
         return value if model is None else adapter(model).validate_python(value)
     except (ValidationError, ValueError, KeyError, TypeError) as error:
-        raise _load_failure(what, Any if model is None else model, error) from None
+        raise load_failure(what, Any if model is None else model, error) from None
 
 
 # a durable function's call shape
-
-
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    annotation: Any
-    default: Any
-
-
-def _type_hints(fn: Callable[..., Any], what: str) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn, include_extras=True)
-    except Exception as error:
-        name = getattr(error, "name", None)
-        named = f" {name!r}" if isinstance(name, str) else ""
-        raise UnresolvedAnnotationError(
-            f"{what} has an annotation that does not resolve: {error}. Define or import"
-            f"{named or ' it'} before the first call (in a notebook, run that cell first); "
-            "the annotation decides how values are stored, so romancy_nb does not guess.",
-            what=what,
-            name=name,
-        ) from None
-
-
-class CallShape:
-    """A durable function's parameters (after ``ctx``) and result, with their codecs.
-
-    Built lazily at first use so annotations may name types defined after the function
-    (as happens in notebooks); a name that still does not resolve then is an error.
-    """
-
-    def __init__(self, fn: Callable[..., Any], what: str) -> None:
-        self.what = what
-        signature = inspect.signature(fn)
-        params = list(signature.parameters.values())
-        if not params or params[0].kind not in (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
-            raise TypeError(
-                f"{what} must take the context as its first parameter, "
-                f"e.g. def {fn.__name__}(ctx, ...)"
-            )
-        for p in params[1:]:
-            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                raise TypeError(
-                    f"{what} cannot take *args or **kwargs: durable functions record their "
-                    "arguments by name and type"
-                )
-        hints = _type_hints(fn, what)
-        self.params = [Parameter(p.name, hints.get(p.name, Any), p.default) for p in params[1:]]
-        self.result_type = hints.get("return", Any)
-        self._names = [p.name for p in self.params]
-        self._signature = signature.replace(parameters=params[1:])
-        try:
-            resolved = [_resolve(p.annotation) for p in self.params]
-            self._result = _coder(self.result_type)
-        except SerializationError as error:
-            raise SerializationError(f"{what}: {error}", what=what) from None
-        self._coders = [_coder(p.annotation) for p in self.params]
-        self._classes = tuple(c.plain for c in self._coders)
-        self._all_plain = all(c is not None for c in self._classes)
-        self._floats = any(c.floats for c in self._coders)
-        self._args_adapter: TypeAdapter[Any] = TypeAdapter(_tuple_of(resolved))
-        self._input_adapter = TypeAdapter(
-            typing_extensions.TypedDict(  # type: ignore[operator]
-                f"{fn.__name__}_input", dict(zip(self._names, resolved, strict=True))
-            )
-        )
-
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        """Arguments as a positional tuple in parameter order, defaults filled in."""
-        if not kwargs and len(args) == len(self.params):
-            return args
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as error:
-            raise InvalidArgumentsError(f"{self.what}: {error}") from None
-        bound.apply_defaults()
-        return tuple(bound.arguments[name] for name in self._names)
-
-    def _refused(self, doing: str, values: tuple[Any, ...], error: Exception) -> Exception:
-        """The error for arguments that did not encode, naming the argument at fault."""
-        for name, coder, value in zip(self._names, self._coders, values, strict=True):
-            try:
-                coder.dump(value, depth=1)
-            except _ENCODE_ERRORS as found:
-                detail = f"argument {name!r} {_describe(found, value, name)}"
-                break
-        else:
-            detail = _reason(error)
-        return InvalidArgumentsError(
-            f"cannot {doing} {self.what}: {detail}. Pass values of the annotated types, or "
-            "annotate the parameters with storable types.",
-            what=self.what,
-        )
-
-    def encode_args(self, values: tuple[Any, ...]) -> str:
-        checked = self._all_plain
-        if checked:  # a plain loop: a generator in all() costs more than the check (~0.7 µs)
-            for value, cls in zip(values, self._classes, strict=True):
-                if not isinstance(value, cls):  # type: ignore[arg-type]
-                    checked = False
-                    break
-        try:
-            return _dump(self._args_adapter, values, checked=checked, floats=self._floats).decode()
-        except _ENCODE_ERRORS as error:
-            raise self._refused("record the arguments of", values, error) from None
-
-    def decode_args(self, text: str, where: str = "") -> tuple[Any, ...]:
-        """The recorded arguments; ``where`` (``"instance X, step Y"``) goes in an error."""
-        try:
-            return tuple(self._args_adapter.validator.validate_json(text))
-        except (ValidationError, ValueError, KeyError, TypeError) as error:
-            what = _at(f"the stored arguments of {self.what}", where)
-            raise _load_failure(what, self._arg_types(), error) from None
-
-    def validate_input(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Coerce a workflow's arguments to their annotated types (dicts → models...)."""
-        try:
-            data = self._input_adapter.validate_python(dict(zip(self._names, values, strict=True)))
-        except ValidationError as error:
-            raise InvalidArgumentsError(
-                f"wrong arguments for {self.what}:\n{error}", what=self.what
-            ) from None
-        return tuple(data[name] for name in self._names)
-
-    def encode_input(self, values: tuple[Any, ...]) -> str:
-        """A workflow's input as a JSON object keyed by parameter name (for find_instances)."""
-        data = dict(zip(self._names, values, strict=True))
-        try:
-            return _dump(self._input_adapter, data, checked=False, floats=self._floats).decode()
-        except _ENCODE_ERRORS as error:
-            raise self._refused("store the input of", values, error) from None
-
-    def decode_input(self, text: str, where: str = "") -> tuple[Any, ...]:
-        try:
-            data = self._input_adapter.validator.validate_json(text)
-        except (ValidationError, ValueError, KeyError, TypeError) as error:
-            what = _at(f"the stored input of {self.what}", where)
-            raise _load_failure(what, self._arg_types(), error) from None
-        return tuple(data[name] for name in self._names)
-
-    def encode_result(self, value: Any) -> str:
-        return self._result.encode(value, f"the result of {self.what}")
-
-    def decode_result(self, text: str | None, where: str = "") -> Any:
-        if text is None:
-            return None
-        return self._result.load(text, _at(f"the stored result of {self.what}", where))
-
-    def _arg_types(self) -> Any:
-        return _tuple_of([p.annotation for p in self.params])
-
-
-def _tuple_of(types: list[Any]) -> Any:
-    """``tuple[types...]``: the arguments as they are recorded, one JSON array."""
-    return tuple.__class_getitem__(tuple(types))
-
-
-def _at(what: str, where: str) -> str:
-    return f"{what} ({where})" if where else what

@@ -8,9 +8,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from romancy_nb.engine.codec import CallShape
 from romancy_nb.engine.registry import Registry, registry
 from romancy_nb.engine.retry import RetryPolicy
+from romancy_nb.engine.shapes import CallShape
 
 P = ParamSpec("P")
 R = TypeVar("R")

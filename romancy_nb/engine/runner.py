@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.definitions import Activity, Workflow
     from romancy_nb.engine.events import ReceivedEvent
     from romancy_nb.engine.runtime import RunHost
+    from romancy_nb.engine.shapes import CallShape
     from romancy_nb.store import Store
     from romancy_nb.store.protocol import WaitSpec
 
@@ -630,7 +631,7 @@ class WorkflowRun:
         await self.record(record)
 
 
-async def _replayed(recorded: StepRecord, shape: codec.CallShape) -> Any:
+async def _replayed(recorded: StepRecord, shape: CallShape) -> Any:
     if recorded.status == "completed":
         return shape.decode_result(recorded.output)
     raise error_from_json(recorded.error or "{}")
