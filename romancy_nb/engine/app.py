@@ -388,7 +388,7 @@ class App:
             wf = self.registry.find_workflow(record.workflow_name)
             if wf is None:
                 return InstanceInfo.from_record(record).output
-            return wf.shape.decode_result(record.output)
+            return wf.shape.decode_result(record.output, f"instance {record.instance_id}")
         if record.status == "cancelled":
             raise WorkflowCancelled(record.instance_id, record.cancel_reason)
         raise error_from_json(record.error or '{"type": "?", "message": "unknown error"}')

@@ -539,7 +539,11 @@ class WorkflowRun:
     async def _run_workflow(self) -> Outcome:
         shape = self.workflow.shape
         try:
-            args = self._args if self._args is not None else shape.decode_input(self._input_json)
+            args = (
+                self._args
+                if self._args is not None
+                else shape.decode_input(self._input_json, f"instance {self._instance_id}")
+            )
             result = await self.workflow.fn(self.ctx, *args)
             if self.violation is not None:
                 raise self.violation
@@ -609,7 +613,9 @@ class WorkflowRun:
         compensator = activity.compensator
         assert compensator is not None
         try:
-            values = activity.shape.decode_args(step.input or "[]")
+            values = activity.shape.decode_args(
+                step.input or "[]", f"instance {self._instance_id}, step {step.step_id}"
+            )
             input_json = compensator.shape.encode_args(values)
         except Exception as error:
             failure = SerializationError(
@@ -633,7 +639,9 @@ class WorkflowRun:
 
 async def _replayed(recorded: StepRecord, shape: CallShape) -> Any:
     if recorded.status == "completed":
-        return shape.decode_result(recorded.output)
+        return shape.decode_result(
+            recorded.output, f"instance {recorded.instance_id}, step {recorded.step_id}"
+        )
     raise error_from_json(recorded.error or "{}")
 
 
