@@ -177,7 +177,7 @@ class App:
         """Apply migrations, register this worker, resume orphaned instances, start sweeps."""
         if self._loop is not None:
             return self
-        await self._call_blocking(self.ensure_schema)
+        await self._call(self.ensure_schema, blocking=True)
         worker = leases.new_worker()
         await self._call(self.store.register_worker, worker)
         self._worker = worker
@@ -255,17 +255,13 @@ class App:
         assert self._instances is not None
         return self._instances
 
-    async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """A store call from the app's own bookkeeping; a non-transient fault is raised as
-        the :class:`~romancy_nb.errors.StoreError` it is (there is no run to pause)."""
+    async def _call(self, method: Callable[..., Any], *args: Any, blocking: bool = False) -> Any:
+        """A store call from the app's own bookkeeping (``blocking``: one that may wait on a
+        lock itself, made from the gate's thread); a non-transient fault is raised as the
+        :class:`~romancy_nb.errors.StoreError` it is (there is no run to pause)."""
+        call = self.gate.call_blocking if blocking else self.gate.call
         try:
-            return await self.gate.call(method, *args)
-        except StoreFault as fault:
-            raise fault.error from None
-
-    async def _call_blocking(self, method: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return await self.gate.call_blocking(method, *args)
+            return await call(method, *args)
         except StoreFault as fault:
             raise fault.error from None
 
@@ -543,14 +539,7 @@ class App:
         self, channel: str, data: Any, *, metadata: dict[str, Any] | None = None
     ) -> str:
         """Publish a message on ``channel`` from outside any workflow; returns its id."""
-        channels.check_name("the channel", channel)
-        return await self._post(
-            channels.new_message(
-                channel,
-                channels.encode_data(data, f"the data published on channel {channel!r}"),
-                channels.encode_metadata(metadata),
-            )
-        )
+        return await self._send(channel, data, metadata, None, "published")
 
     async def send_to(
         self,
@@ -562,13 +551,23 @@ class App:
     ) -> str:
         """Send a message to one instance (its ``direct`` subscription on ``channel``)."""
         ids.validate_instance_id(instance_id)
+        return await self._send(channel, data, metadata, instance_id, "sent")
+
+    async def _send(
+        self,
+        channel: str,
+        data: Any,
+        metadata: dict[str, Any] | None,
+        target: str | None,
+        verb: str,
+    ) -> str:
         channels.check_name("the channel", channel)
         return await self._post(
             channels.new_message(
                 channel,
-                channels.encode_data(data, f"the data sent on channel {channel!r}"),
+                channels.encode_data(data, f"the data {verb} on channel {channel!r}"),
                 channels.encode_metadata(metadata),
-                target=instance_id,
+                target=target,
             )
         )
 

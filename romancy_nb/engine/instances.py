@@ -170,22 +170,13 @@ class Instances:
         current = self._runs.get(instance_id)
         if current is None:
             return
-        history: list[StepRecord] = []
-        attempts: list[Any] = []
-        if not fresh:
-            history = await self._gate.call(self._store.load_history, instance_id)
-            attempts = await self._gate.call(self._store.load_attempts, instance_id)
-        self.launch(
-            WorkflowRun(
-                self,
-                current.workflow,
-                instance_id,
-                input_json=input_json,
-                args=values,
-                history=history,
-                attempts=attempts,
+        if fresh:  # a recur: a new run with no history
+            run = WorkflowRun(
+                self, current.workflow, instance_id, input_json=input_json, args=values
             )
-        )
+        else:
+            run = await self._loaded_run(current.workflow, instance_id, input_json)
+        self.launch(run)
 
     # launching and finishing
 
@@ -242,17 +233,27 @@ class Instances:
         return _Claim(self._runs, self._claiming, instance_id)
 
     async def resumed_run(self, wf: Workflow[Any, Any], record: InstanceRecord) -> WorkflowRun:
-        iid = record.instance_id
-        return WorkflowRun(
-            self,
+        return await self._loaded_run(
             wf,
-            iid,
-            input_json=record.input,
-            history=await self._gate.call(self._store.load_history, iid),
-            attempts=await self._gate.call(self._store.load_attempts, iid),
+            record.instance_id,
+            record.input,
             status=record.status,
             stored_error=record.error,
             cancel_reason=record.cancel_reason,
+        )
+
+    async def _loaded_run(
+        self, wf: Workflow[Any, Any], instance_id: str, input_json: str, **state: Any
+    ) -> WorkflowRun:
+        """A run of the instance with its history and attempts read in (one bulk read each)."""
+        return WorkflowRun(
+            self,
+            wf,
+            instance_id,
+            input_json=input_json,
+            history=await self._gate.call(self._store.load_history, instance_id),
+            attempts=await self._gate.call(self._store.load_attempts, instance_id),
+            **state,
         )
 
     async def claim_if_free(self, record: InstanceRecord) -> bool:
