@@ -203,8 +203,10 @@ class RomancyMagics(Magics):
         """``%romancy list|show ID|panel WORKFLOW|history ID|replay ID|cancel ID|event TYPE JSON|
         config``"""
         options = _romancy_parser().parse_args(_split(line))
-        app = state.current_app()
         try:
+            if options.command == "config":  # before current_app(): it creates the file
+                return self._config(options.db)
+            app = state.current_app()
             if options.command == "list":
                 frame = views.instances(options.workflow, options.status, app=app)
                 return frame.head(options.limit)
@@ -220,9 +222,7 @@ class RomancyMagics(Magics):
                 return self._replay(options.instance_id)
             if options.command == "cancel":
                 return self._cancel(options.instance_id, options.reason)
-            if options.command == "event":
-                return self._event(options.type, options.data, options.source)
-            return self._config(options.db)
+            return self._event(options.type, options.data, options.source)
         except RomancyError as error:
             raise UsageError(str(error)) from None
 
@@ -272,7 +272,7 @@ class RomancyMagics(Magics):
 
     def _config(self, db: str | None) -> Any:
         if db is None:
-            return {"db": state.current_app().url}
+            return {"db": state.bound_db()}
         previous = state.set_app(state.new_app(db))
         if previous is not None:
             state.close_app(previous)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ DB_ENV = "ROMANCY_DB"
 DEFAULT_DB = "romancy.db"
 
 _app: App | None = None
+_opener: Callable[[App], None] | None = None
 _session_started = time.time()
 
 
@@ -40,13 +42,33 @@ def new_app(db: str | Path) -> App:
 def current_app() -> App:
     """The notebook's default app (created on first use, bound to :func:`default_db`).
 
-    ``%load_ext romancy_nb`` creates and opens it on the kernel's event loop; in a script it
-    is created here and opens at its first ``await app.start(...)``.
+    Creating it creates its database file, so nothing creates it before it is used: after
+    ``%load_ext romancy_nb`` a ``%romancy config --db PATH`` leaves no stray ``romancy.db``.
+    While the extension is loaded it is opened on the shell's loop as soon as it is created
+    (see :func:`open_when_created`); in a script it opens at its first ``await app.start``.
     """
     global _app
     if _app is None:
         _app = new_app(default_db())
+        if _opener is not None:
+            _opener(_app)
     return _app
+
+
+def bound_db() -> str:
+    """The database the default app uses, or will use when created (creates nothing)."""
+    return _app.url if _app is not None else default_db()
+
+
+def has_app() -> bool:
+    """Whether the default app exists yet (it is created at first use)."""
+    return _app is not None
+
+
+def open_when_created(opener: Callable[[App], None] | None) -> None:
+    """How :func:`current_app` opens an app it creates (the extension's; None: it does not)."""
+    global _opener
+    _opener = opener
 
 
 def set_app(app: App | None) -> App | None:
