@@ -65,6 +65,7 @@ _NOTEBOOK_NAMES = (
     "messages",
     "panel",
     "timers",
+    "wait_until",
 )
 
 
@@ -135,5 +136,6 @@ __all__ = [
     "panel",
     "register_error",
     "timers",
+    "wait_until",
     "workflow",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from romancy_nb.notebook.state import current_app
 from romancy_nb.notebook.views import events, history, instances, messages, timers
+from romancy_nb.notebook.waits import wait_until
 
 
 def panel(workflow: Any, app: Any = None) -> Any:
@@ -19,4 +20,13 @@ def panel(workflow: Any, app: Any = None) -> Any:
     return make_panel(workflow, app)
 
 
-__all__ = ["current_app", "events", "history", "instances", "messages", "panel", "timers"]
+__all__ = [
+    "current_app",
+    "events",
+    "history",
+    "instances",
+    "messages",
+    "panel",
+    "timers",
+    "wait_until",
+]
