@@ -14,7 +14,9 @@ import typer
 from romancy_nb.cli import commands
 from romancy_nb.cli.common import (
     DB_ENV,
+    Command,
     GlobalOptions,
+    Group,
     handle_errors,
     import_modules,
 )
@@ -24,6 +26,7 @@ from romancy_nb.cli.notebook import run_command, worker_command
 
 app = typer.Typer(
     name="romancy-nb",
+    cls=Group,
     help="Inspect and manage romancy_nb workflow instances.",
     no_args_is_help=True,
     add_completion=False,
@@ -63,16 +66,16 @@ def _global(
     import_modules(ctx.obj.imports)
 
 
-app.command("list")(commands.list_command)
-app.command("get")(commands.get_command)
-app.command("history")(commands.history_command)
-app.command("cancel")(commands.cancel_command)
-app.command("event")(event_command)
-app.command("migrate")(commands.migrate_command)
-app.command("demo")(demo_command)
+app.command("list", cls=Command)(commands.list_command)
+app.command("get", cls=Command)(commands.get_command)
+app.command("history", cls=Command)(commands.history_command)
+app.command("cancel", cls=Command)(commands.cancel_command)
+app.command("event", cls=Command)(event_command)
+app.command("migrate", cls=Command)(commands.migrate_command)
+app.command("demo", cls=Command)(demo_command)
 # Headless notebooks (romancy_nb.cli.notebook, also runnable as python -m on its own).
-app.command("run")(run_command)
-app.command("worker")(worker_command)
+app.command("run", cls=Command)(run_command)
+app.command("worker", cls=Command)(worker_command)
 
 
 def main() -> None:

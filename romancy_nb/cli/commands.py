@@ -144,12 +144,12 @@ def history_command(
     """Show the recorded steps of an instance, compensations included."""
     path = resolve_db(ctx, db)
     with open_app(path) as app:
-        _get(app, instance_id, path)
+        info = _get(app, instance_id, path)
         steps = app.get_history(instance_id)
     if json:
         render.echo_json([render.step_json(s) for s in steps])
     else:
-        stdout().print(render.history_table(steps))
+        stdout().print(render.history_table(steps, began=info.created_at))
 
 
 @handle_errors

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
@@ -50,6 +51,30 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _FlagsTakeNoValue:
+    """Help that shows no value placeholder on a flag.
+
+    typer's rich help prints a type for every option, flags included (``--json <bool>``,
+    ``--help <bool>``), as if they took a value. An empty metavar prints nothing there; the
+    help option is made per command, so it is fixed where the parameters are listed.
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, typer.core.TyperOption) and param.is_flag:
+                param.metavar = param.metavar or ""
+        return params
+
+
+class Command(_FlagsTakeNoValue, typer.core.TyperCommand):
+    """Every ``romancy-nb`` command (``app.command(name, cls=Command)``)."""
+
+
+class Group(_FlagsTakeNoValue, typer.core.TyperGroup):
+    """The ``romancy-nb`` command group itself (``typer.Typer(cls=Group)``)."""
 
 
 PIPE_WIDTH = 200

@@ -15,6 +15,7 @@ from rich.text import Text
 import romancy_nb as rn
 from romancy_nb.cli import render
 from romancy_nb.cli.common import CliError, global_options, handle_errors, open_app, stdout
+from romancy_nb.describe import error_summary
 
 
 def _demo_db(ctx: typer.Context, db: str | None) -> str:
@@ -60,7 +61,7 @@ def demo_command(
         title = Text.assemble((info.instance_id, "bold"), "  ", render.status(info.status))
         out.print(title)
         if info.error:
-            out.print(Text(render.error_summary(info.error), style="red"))
+            out.print(Text(error_summary(info.error), style="red"))
         out.print(render.history_table(steps))
         out.print()
     _explain(out, path, infos, histories)

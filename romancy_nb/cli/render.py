@@ -14,6 +14,13 @@ from rich.table import Table
 from rich.text import Text
 
 import romancy_nb as rn
+from romancy_nb.describe import (
+    error_summary,
+    short,
+    step_duration,
+    step_outcome,
+    with_previous_end,
+)
 
 STATUS_STYLES = {
     "completed": "green",
@@ -74,24 +81,6 @@ def status(text: str) -> Text:
     return Text(text, style=STATUS_STYLES.get(text, ""))
 
 
-def short(value: Any, width: int = 48) -> str:
-    """Compact one-line JSON of ``value``, cut to ``width`` characters."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def error_summary(error: dict[str, Any] | None, *, first_line: bool = True) -> str:
-    """``TerminalError: message`` from a stored error (class name without its module)."""
-    if not error:
-        return ""
-    kind = str(error.get("type", "error")).rpartition(".")[2]
-    message = str(error.get("message", ""))
-    if first_line:
-        message = message.splitlines()[0] if message else ""
-    return f"{kind}: {message}"
-
-
 # tables
 
 
@@ -149,7 +138,11 @@ def instance_table(info: rn.InstanceInfo) -> Table:
     return table
 
 
-def history_table(steps: Iterable[rn.StepInfo], *, title: str | None = None) -> Table:
+def history_table(
+    steps: Iterable[rn.StepInfo], *, title: str | None = None, began: datetime | None = None
+) -> Table:
+    """The steps as a table; a wait's time runs from when it began (``began``: the run's
+    start, for a first step that waits) to its answer, as the notebook shows it."""
     # Only the step and the output may fold; the fixed-format columns never shrink.
     table = _table(title)
     table.add_column("seq", justify="right", no_wrap=True)
@@ -157,20 +150,16 @@ def history_table(steps: Iterable[rn.StepInfo], *, title: str | None = None) -> 
     table.add_column("kind", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("tries", justify="right", no_wrap=True)
-    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
     table.add_column("output / error", overflow="fold", min_width=8)
-    for step in steps:
-        if step.error:
-            result = Text(short(error_summary(step.error), 80), style="red")
-        else:
-            result = Text("" if step.output is None else short(step.output, 80))
+    for step, previous_end in with_previous_end(steps, began):
         table.add_row(
             str(step.seq),
             step.step_id,
             step.kind,
             status(step.status),
             str(step.attempts),
-            f"{step.duration * 1000:.1f}",
-            result,
+            step_duration(step, previous_end),
+            Text(step_outcome(step), style="red" if step.error else ""),
         )
     return table

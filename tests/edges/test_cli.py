@@ -226,7 +226,7 @@ def test_history_table_shows_steps_and_compensations(demo_db: Path) -> None:
     result = cli("history", _ids(demo_db)["failed"], "--db", str(demo_db))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert re.search(r"seq\s+step\s+kind\s+status\s+tries\s+ms\s+output / error", lines[0])
+    assert re.search(r"seq\s+step\s+kind\s+status\s+tries\s+time\s+output / error", lines[0])
     rows = [line.split() for line in lines[2:] if line.strip()]
     assert [row[1] for row in rows] == [
         "reserve_inventory:1",
@@ -238,6 +238,11 @@ def test_history_table_shows_steps_and_compensations(demo_db: Path) -> None:
     assert rows[2][2:4] == ["activity", "failed"]
     assert "TerminalError: the courier" in lines[4]
     assert rows[3][2:4] == ["compensation", "completed"]
+    # A compensation returns nothing: its row says what it undid.
+    assert "undid charge_payment:1" in lines[5]
+    assert "undid reserve_inventory:1" in lines[6]
+    # Durations read as people write them, not as a bare number of milliseconds.
+    assert re.search(r"\d(\.\d)? (µs|ms|s)\b", lines[2])
 
 
 # exit codes and errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,16 @@ def test_an_unknown_status_is_a_usage_error_listing_the_known_ones(db: str) -> N
         assert status in text
     for status in STATUSES:
         assert cli("list", "--status", status, "--db", db).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["list"], ["get"], ["history"], ["cancel"], ["event"], ["run"], ["worker"]]
+)
+def test_help_shows_no_value_placeholder_on_flags(command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+    help_line = next(line for line in result.output.splitlines() if "--help" in line)
+    assert help_line.split("--help")[1].split()[:2] == ["-h", "Show"]
+    if command == ["list"]:  # an option that takes a value keeps its placeholder
+        assert re.search(r"--limit\s+-n\s+<int", result.output)
