@@ -126,6 +126,11 @@ class DeterminismViolation(RomancyError):
     of the recorded step against the one the current code asked for.
     """
 
+    step_id: str
+    expected: dict[str, Any]
+    actual: dict[str, Any]
+    diff: str
+
     def __init__(
         self,
         instance_id: str,
@@ -137,8 +142,8 @@ class DeterminismViolation(RomancyError):
         super().__init__(
             f"workflow {instance_id!r} is not deterministic at step {step_id}: the code "
             f"now asks for something other than what history recorded.\n{diff}\n"
-            "Undo the change to the workflow code, or start a new instance "
-            "(or rewind this one to before the step).",
+            "Undo the change to the workflow code, or rewind the instance to before the "
+            "step (app.rewind, or on_divergence='rewind' to do it by itself).",
             instance_id=instance_id,
             step_id=step_id,
             expected=expected,
@@ -180,6 +185,10 @@ class WorkflowNotFound(RomancyError, LookupError):
 
 class InvalidWorkflowState(RomancyError):
     """The operation does not apply to the instance in its current state."""
+
+
+class StepNotFound(RomancyError, LookupError):
+    """An instance's history holds no step with that id (``app.rewind(iid, to=...)``)."""
 
 
 class SerializationError(RomancyError, TypeError):
@@ -237,6 +246,7 @@ __all__ = [
     "RomancyError",
     "SerializationError",
     "SharedFileError",
+    "StepNotFound",
     "StoreError",
     "StoreUnavailableError",
     "TerminalError",

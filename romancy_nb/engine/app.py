@@ -23,7 +23,7 @@ from typing import Any
 
 from romancy_nb.engine import channels, events, ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
-from romancy_nb.engine.definitions import Workflow
+from romancy_nb.engine.definitions import Workflow, check_divergence_policy
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.engine.gate import StoreGate
 from romancy_nb.engine.info import (
@@ -42,6 +42,7 @@ from romancy_nb.engine.replayer import ReplayReport
 from romancy_nb.engine.retry import RetryPolicy
 from romancy_nb.engine.runner import WorkflowRun
 from romancy_nb.engine.signals import EngineSignal, StoreFault
+from romancy_nb.engine.travel import HistoryChange, TimeTravel, Undo
 from romancy_nb.engine.wakeups import Waker, WakeSettings
 from romancy_nb.errors import InvalidWorkflowState, WorkflowCancelled, WorkflowNotFound
 from romancy_nb.store import (
@@ -52,7 +53,7 @@ from romancy_nb.store import (
     Store,
     open_store,
 )
-from romancy_nb.store.protocol import MessageRecord, Wakeup
+from romancy_nb.store.protocol import ArchivedRun, MessageRecord, Wakeup
 
 log = logging.getLogger("romancy_nb")
 
@@ -73,6 +74,12 @@ class App:
     A lock held by another process, a full disk or an I/O error pauses the affected runs
     until the store is back (``busy_timeout`` bounds how long a transactional activity's
     session waits for the lock before its attempt is retried); it never fails a workflow.
+
+    ``on_divergence`` is what a run does when its code no longer matches its history (a
+    cell was edited): ``"error"`` stops it with a :class:`DeterminismViolation` until the
+    code is fixed or the instance is rewound; ``"rewind"`` keeps every matched step,
+    archives history from the first diverging step and re-executes from there. A
+    workflow's own ``@rn.workflow(on_divergence=...)`` overrides it.
     """
 
     def __init__(
@@ -89,10 +96,12 @@ class App:
         archive_retention: float | None = None,
         max_threads: int = 32,
         group_commit: bool | None = None,
+        on_divergence: str = "error",
         registry: Registry | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ValueError("synchronous must be 'NORMAL', 'FULL', 'EXTRA' or 'OFF'")
+        self.on_divergence = check_divergence_policy(on_divergence) or "error"
         self.default_retry = default_retry
         self.registry = registry or default_registry
         self.lease_seconds = lease_seconds
@@ -125,6 +134,7 @@ class App:
         self._group_commit = full if group_commit is None else group_commit
         self._listeners = Listeners()
         self._instances: Instances | None = None
+        self._travel: TimeTravel | None = None
         self._waker: Waker | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,6 +204,7 @@ class App:
             default_retry=self.default_retry,
             executor=self.executor,
             committer=committer,
+            on_divergence=self.on_divergence,
             lease_seconds=self.lease_seconds,
             listeners=self._listeners,
             loop=loop,
@@ -201,6 +212,7 @@ class App:
         settings = WakeSettings(
             self.watch_interval, self.sweep_interval, self.message_retention, self.archive_retention
         )
+        self._travel = TimeTravel(self._instances)
         try:
             await self._instances.recover()
             self._waker = self._instances.waker = Waker(self._instances, settings, loop)
@@ -421,6 +433,75 @@ class App:
         """
         self.ensure_schema()
         return await replayer.replay(self, instance_id)
+
+    # time travel (engine/travel.py)
+
+    async def _time_travel(self) -> TimeTravel:
+        await self._ensure_open()
+        assert self._travel is not None
+        return self._travel
+
+    async def rewind(self, instance_id: str, *, to: str | None) -> HistoryChange:
+        """Go back to step ``to``: history after it is archived (never deleted) and the
+        instance resumes from there with the current code. No compensation runs.
+
+        ``to=None`` goes back to the start. A completed, failed or cancelled instance is
+        reopened; steps that were compensated execute again. Refused
+        (:class:`InvalidWorkflowState`) while another worker runs the instance or while it
+        is compensating; :class:`StepNotFound` for a step it does not have.
+        """
+        return await (await self._time_travel()).rewind(instance_id, to)
+
+    async def rollback(self, instance_id: str, *, to: str | None) -> HistoryChange:
+        """Undo the steps after ``to``: their compensations run in reverse order (durably:
+        a crash in the middle resumes the rollback), their steps are archived, and the
+        instance resumes from ``to``. Returns once the compensations have run.
+
+        Rolling back a completed, failed or cancelled instance reopens it. If a
+        compensation fails for good, the instance ends ``failed`` instead of resuming.
+        ``rollback_plan`` says beforehand which compensations would run.
+        """
+        return await (await self._time_travel()).rollback(instance_id, to)
+
+    async def rollback_plan(self, instance_id: str, *, to: str | None) -> list[Undo]:
+        """The compensations ``rollback(instance_id, to=...)`` would run, in order."""
+        return await (await self._time_travel()).rollback_plan(instance_id, to)
+
+    async def retry(self, instance_id: str) -> HistoryChange:
+        """Resume a failed instance from the step that failed (after a fix or an outage),
+        keeping every earlier result; steps its failure compensated execute again."""
+        return await (await self._time_travel()).retry(instance_id)
+
+    async def fork(
+        self,
+        original: str,
+        /,
+        *,
+        at: str | None = None,
+        input: Mapping[str, Any] | None = None,
+        instance_id: str | None = None,
+    ) -> str:
+        """Start a new instance whose history is a copy of ``original``'s up to step ``at``
+        (all of it when None); returns its id. The original is not touched.
+
+        ``input`` replaces some or all of the workflow's arguments, by parameter name.
+        Recorded steps that depended on them then diverge: with ``on_divergence="rewind"``
+        they execute again, with ``"error"`` the fork stops there. The new instance records
+        where it came from (``forked_from``, ``forked_at``).
+        """
+        return await (await self._time_travel()).fork(original, at, input, instance_id)
+
+    def archived_runs(self, instance_id: str) -> list[ArchivedRun]:
+        """History the instance no longer replays, newest last: recurred runs and the
+        steps cut off by rewinds, rollbacks, retries and divergences."""
+        self._record(instance_id)
+        return self.store.archived_runs(instance_id)
+
+    def get_archived_history(self, instance_id: str, run_no: int) -> list[StepInfo]:
+        """The steps of one archived run (see :meth:`archived_runs`)."""
+        self._record(instance_id)
+        steps = self.store.load_archived_history(instance_id, run_no)
+        return [StepInfo.from_record(step) for step in steps]
 
     # cancelling
 

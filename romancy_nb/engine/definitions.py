@@ -119,7 +119,12 @@ class Workflow(_Definition, Generic[P, R]):
     kind = "workflow"
 
     def __init__(
-        self, fn: Callable[..., Any], *, name: str | None = None, event_handler: bool = False
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        event_handler: bool = False,
+        on_divergence: str | None = None,
     ) -> None:
         super().__init__(fn, name)
         if not self.is_async:
@@ -128,6 +133,7 @@ class Workflow(_Definition, Generic[P, R]):
                 "awaits its activities"
             )
         self.event_handler = event_handler
+        self.on_divergence = check_divergence_policy(on_divergence, allow_none=True)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -184,16 +190,38 @@ def workflow(
     *,
     name: str | None = None,
     event_handler: bool = False,
+    on_divergence: str | None = None,
     registry: Registry | None = None,
 ) -> Any:
-    """Declare a workflow: async orchestration code made durable by replay."""
+    """Declare a workflow: async orchestration code made durable by replay.
+
+    ``on_divergence`` overrides the app's policy for this workflow (see
+    :class:`~romancy_nb.engine.app.App`): ``"error"`` stops a run whose code no longer
+    matches its history, ``"rewind"`` archives history from the first diverging step and
+    re-executes from there.
+    """
+    check_divergence_policy(on_divergence, allow_none=True)
 
     def wrap(function: Callable[..., Any]) -> Workflow[Any, Any]:
-        wf: Workflow[Any, Any] = Workflow(function, name=name, event_handler=event_handler)
+        wf: Workflow[Any, Any] = Workflow(
+            function, name=name, event_handler=event_handler, on_divergence=on_divergence
+        )
         (registry or _default()).add_workflow(wf)
         return wf
 
     return wrap(fn) if fn is not None else wrap
+
+
+DIVERGENCE_POLICIES = ("error", "rewind")
+
+
+def check_divergence_policy(value: str | None, *, allow_none: bool = False) -> str | None:
+    """``value`` if it names a divergence policy; a ValueError naming the choices if not."""
+    if value is None and allow_none:
+        return None
+    if value not in DIVERGENCE_POLICIES:
+        raise ValueError(f"on_divergence must be 'error' or 'rewind', not {value!r}")
+    return value
 
 
 def _default() -> Registry:

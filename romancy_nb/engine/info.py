@@ -34,6 +34,10 @@ class InstanceInfo:
     lock_owner: str | None
     cancel_reason: str | None
     code_version: str | None
+    forked_from: str | None = None
+    """The instance this one was forked from (``app.fork``), else None."""
+    forked_at: str | None = None
+    """The last step the fork copied from ``forked_from``."""
 
     @classmethod
     def from_record(cls, record: InstanceRecord) -> InstanceInfo:
@@ -49,6 +53,8 @@ class InstanceInfo:
             record.lock_owner,
             record.cancel_reason,
             record.code_version,
+            record.forked_from,
+            record.forked_at,
         )
 
 

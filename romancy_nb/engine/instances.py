@@ -102,6 +102,7 @@ class Instances:
         default_retry: RetryPolicy | None,
         executor: Executor | None,
         committer: GroupCommitter | None,
+        on_divergence: str,
         lease_seconds: float,
         listeners: Listeners,
         loop: asyncio.AbstractEventLoop,
@@ -113,6 +114,7 @@ class Instances:
         self._default_retry = default_retry
         self._executor = executor
         self._committer = committer
+        self._on_divergence = on_divergence
         self._lease_seconds = lease_seconds
         self._listeners = listeners
         self._loop = loop
@@ -152,6 +154,10 @@ class Instances:
     @property
     def committer(self) -> GroupCommitter | None:
         return self._committer
+
+    @property
+    def on_divergence(self) -> str:
+        return self._on_divergence
 
     def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
         self._listeners.notify(instance_id, step)
@@ -214,6 +220,21 @@ class Instances:
             self._paused[iid] = (time.time() + delay, faults + 1)
         elif outcome.status in ("completed", "failed", "cancelled", "suspended"):
             self._paused.pop(iid, None)
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop this process's run of the instance, if it has one, as closing the app does:
+        its lease is released and nothing is recorded for the step in flight (it runs
+        again when the instance resumes)."""
+        run = self._runs.get(instance_id)
+        if run is None or run.task is None:
+            return
+        run.task.cancel()
+        await asyncio.gather(run.task, return_exceptions=True)
+        self._diverged.pop(instance_id, None)
+
+    def forget_divergence(self, instance_id: str) -> None:
+        """The instance's history was changed by hand: let recovery resume it again."""
+        self._diverged.pop(instance_id, None)
 
     def launch_waiter(self, instance_id: str) -> asyncio.Event:
         """An event set when a run of ``instance_id`` is launched here."""

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from romancy_nb.errors import DeterminismViolation, RomancyError
 from romancy_nb.store import StepRecord
+
+
+class Asked(NamedTuple):
+    """One step the workflow code asked for during a replay-only run, and what history
+    answered: the recorded step (None: history does not hold it) and, if they differ, the
+    :class:`DeterminismViolation` with its diff."""
+
+    step_id: str
+    kind: str
+    name: str
+    input: str | None
+    recorded: StepRecord | None = None
+    violation: DeterminismViolation | None = None
 
 
 class StepIds:

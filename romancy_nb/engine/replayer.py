@@ -3,16 +3,19 @@
 This is the engine side of replay debugging (``%romancy replay ID`` in a notebook) and the
 honest way to measure replay: one bulk history read, then the workflow code runs and every
 step it asks for is answered from history and checked for determinism. The run stops — before
-acting — at the first step history does not hold, or at the first divergence.
+acting — at the first step history does not hold, or at the first divergence; the report
+still lists every recorded step, the ones after the stop as ``not reached``.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from romancy_nb.engine.gate import StoreGate
+from romancy_nb.engine.replay import Asked
 from romancy_nb.engine.runner import WorkflowRun
 from romancy_nb.engine.signals import ReplayFrontier, SuspendSignal
 from romancy_nb.errors import DeterminismViolation, WorkflowNotFound
@@ -48,6 +51,7 @@ class _ReplayHost:
 
     committer = None
     executor = None
+    on_divergence = "error"
 
     def __init__(self, app: App) -> None:
         self.store = cast("Store", _ReadOnlyStore(app.store))
@@ -71,6 +75,34 @@ class _ReplayHost:
         pass
 
 
+_WAIT_KINDS = ("sleep", "wait_event", "receive")
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    """One row of a replay report: a step the code asked for, a recorded step it did not
+    reach, or both.
+
+    ``status`` is ``matched`` (history answered it), ``diverged`` (the code asked for a
+    different name or input under this step id: ``diff`` says how), ``would execute`` or
+    ``would wait`` (history does not hold it: a live run would run or wait on it now), or
+    ``not reached`` (recorded, but the replay stopped before the code asked for it; a
+    rewind to before it would archive it). Inputs and outputs are decoded from JSON.
+    """
+
+    step_id: str
+    kind: str
+    name: str
+    status: str
+    recorded_input: Any = None
+    recorded_output: Any = None
+    recorded_status: str | None = None
+    asked_name: str | None = None
+    asked_input: Any = None
+    diff: str | None = None
+    seq: int | None = None
+
+
 @dataclass(frozen=True)
 class ReplayReport:
     """What replaying an instance showed.
@@ -78,7 +110,9 @@ class ReplayReport:
     ``outcome`` is ``completed`` (the code reached its end from history alone),
     ``frontier`` (it stopped at a step history does not hold: ``stopped_at`` says which),
     ``diverged`` (``error`` is the :class:`DeterminismViolation`), or ``failed`` (the
-    workflow code raised ``error``).
+    workflow code raised ``error``). ``rows`` has one :class:`ReplayStep` per step, in the
+    order the code asked for them, then the recorded steps it never reached; ``records()``
+    gives them as dicts (``pandas.DataFrame(report.records())``).
     """
 
     instance_id: str
@@ -89,7 +123,21 @@ class ReplayReport:
     result: Any = None
     error: BaseException | None = None
     stopped_at: str | None = None
-    steps: list[str] = field(default_factory=list)
+    rows: list[ReplayStep] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[str]:
+        """Ids of the steps history answered, in the order the code asked for them."""
+        return [row.step_id for row in self.rows if row.status == "matched"]
+
+    @property
+    def diverged_at(self) -> str | None:
+        """The first diverging step's id, or None."""
+        return next((row.step_id for row in self.rows if row.status == "diverged"), None)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as plain dicts, one per step (the columns of a DataFrame)."""
+        return [asdict(row) for row in self.rows]
 
 
 async def replay(app: App, instance_id: str) -> ReplayReport:
@@ -129,8 +177,48 @@ async def replay(app: App, instance_id: str) -> ReplayReport:
         result,
         error,
         stopped_at,
-        list(run.replayed_steps),
+        _rows(run.journal or [], history),
     )
 
 
-__all__ = ["DeterminismViolation", "ReplayReport", "replay"]
+def _rows(journal: list[Asked], history: list[StepRecord]) -> list[ReplayStep]:
+    rows = [_asked_row(asked) for asked in journal]
+    answered = {asked.step_id for asked in journal if asked.recorded is not None}
+    rows += [
+        _recorded_row(step, "not reached")
+        for step in sorted(history, key=lambda s: s.seq)
+        if step.step_id not in answered and step.kind != "rollback"
+    ]
+    return rows
+
+
+def _asked_row(asked: Asked) -> ReplayStep:
+    if asked.recorded is None:
+        status = "would wait" if asked.kind in _WAIT_KINDS else "would execute"
+        return ReplayStep(
+            asked.step_id, asked.kind, asked.name, status,
+            asked_name=asked.name, asked_input=_json(asked.input),
+        )  # fmt: skip
+    if asked.violation is None:
+        return _recorded_row(asked.recorded, "matched")
+    return replace(
+        _recorded_row(asked.recorded, "diverged"),
+        asked_name=asked.name,
+        asked_input=_json(asked.input),
+        diff=asked.violation.diff,
+    )
+
+
+def _recorded_row(step: StepRecord, status: str) -> ReplayStep:
+    output = _json(step.output) if step.status != "failed" else _json(step.error)
+    return ReplayStep(
+        step.step_id, step.kind, step.name, status, _json(step.input), output, step.status,
+        seq=step.seq,
+    )  # fmt: skip
+
+
+def _json(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+__all__ = ["DeterminismViolation", "ReplayReport", "ReplayStep", "replay"]

@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from romancy_nb.engine import channels, codec, events, groups, replay, retry, saga, timers
+from romancy_nb.engine import channels, codec, cuts, events, groups, replay, retry, saga, timers
 from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.failures import (
     attempt_error,
@@ -43,6 +43,7 @@ from romancy_nb.errors import (
     DeterminismViolation,
     LockLostError,
     RetryExhaustedError,
+    RomancyError,
     SerializationError,
     StoreError,
     TerminalError,
@@ -107,30 +108,47 @@ class WorkflowRun:
         self.suspension.cancel_reason = cancel_reason
         self.violation: DeterminismViolation | None = None
         self.task: asyncio.Task[Outcome] | None = None
+        self.rolled_back: asyncio.Event | None = None
+        """Set (by ``app.rollback``) to learn when a rollback's compensations and cut are done."""
         self._input_json = input_json
         self._args = args
         self._status = status
         self._stored_error = stored_error
+        policy = workflow.on_divergence or host.on_divergence
+        self._rewind_on_divergence = policy == "rewind"
+        self._cut: list[StepRecord] = []
+        """Recorded steps a divergence cut off (``on_divergence="rewind"``), still to archive."""
+        self.journal: list[replay.Asked] | None = None
+        """What the code asked for, step by step (``replay_only`` runs: the replay report)."""
+        self._load(history, attempts)
+        self._ids = replay.StepIds()
+        self._unflushed: list[StepRecord] = []
+        self._started = False
+
+    def _load(
+        self,
+        history: list[StepRecord] | tuple[()],
+        attempts: list[AttemptRecord] | tuple[()],
+    ) -> None:
         self._history = {step.step_id: step for step in history}
-        self.to_replay = sum(1 for step in history if step.kind != "compensation")
-        """Recorded steps the code has not asked for yet (``is_replaying`` while above 0)."""
+        """Recorded steps the code has not asked for yet, by step id."""
+        self.to_replay = sum(1 for step in history if step.kind not in cuts.UNWINDING_KINDS)
+        """How many of them move the workflow forwards (``is_replaying`` while above 0)."""
         self._seq = itertools.count(max((step.seq for step in history), default=0) + 1)
         self._attempts: dict[str, list[AttemptRecord]] = {}
         for record in attempts:
             self._attempts.setdefault(record.step_id, []).append(record)
-        self._ids = replay.StepIds()
-        self._unflushed: list[StepRecord] = []
-        self.replayed_steps: list[str] = []
-        self._started = False
 
     @property
     def replay_only(self) -> bool:
-        """Set by the replayer: answer steps from history only, write and execute nothing."""
+        """Set by the replayer: answer steps from history only, write and execute nothing,
+        and keep a :attr:`journal` of every step the code asks for."""
         return self.suspension.replay_only
 
     @replay_only.setter
     def replay_only(self, value: bool) -> None:
         self.suspension.replay_only = value
+        self.journal = [] if value else None
 
     @property
     def cancel_reason(self) -> str | None:
@@ -256,16 +274,44 @@ class WorkflowRun:
     def recorded(
         self, step_id: str, kind: str, name: str, input_json: str | None
     ) -> StepRecord | None:
-        recorded = self._history.get(step_id)
+        recorded = self._history.pop(step_id, None)
+        journal = self.journal
         if recorded is None:
+            if journal is not None:
+                journal.append(replay.Asked(step_id, kind, name, input_json))
             return None
         if recorded.kind != kind or recorded.name != name or recorded.input != input_json:
-            self.violation = replay.violation(self._instance_id, recorded, kind, name, input_json)
-            raise self.violation
+            violation = replay.violation(self._instance_id, recorded, kind, name, input_json)
+            if self._rewind_on_divergence and journal is None:
+                self._cut_from(recorded, violation)
+                return None
+            if journal is not None:
+                journal.append(replay.Asked(step_id, kind, name, input_json, recorded, violation))
+            self.violation = violation
+            raise violation
         self.to_replay -= 1
-        if self.replay_only:
-            self.replayed_steps.append(step_id)
+        if journal is not None:
+            journal.append(replay.Asked(step_id, kind, name, input_json, recorded))
         return recorded
+
+    def _cut_from(self, diverged: StepRecord, violation: DeterminismViolation) -> None:
+        """``on_divergence="rewind"``: forget the diverging step and every recorded step
+        after it that the code has not used yet; they are archived before the next write
+        (:meth:`_flush`) and execute again. Steps the code already used stay."""
+        later = [s for s in self._history.values() if s.seq > diverged.seq]
+        for step in later:
+            del self._history[step.step_id]
+        gone = [diverged, *later]
+        self.to_replay -= sum(1 for s in gone if s.kind not in cuts.UNWINDING_KINDS)
+        self._cut.extend(gone)
+        log.warning(
+            "%s: the code diverged from history at %s; it and %d later step(s) are archived "
+            "and run again (on_divergence='rewind')\n%s",
+            self._instance_id,
+            diverged.step_id,
+            len(later),
+            violation.diff,
+        )
 
     def next_seq(self) -> int:
         return next(self._seq)
@@ -280,15 +326,18 @@ class WorkflowRun:
         )  # fmt: skip
 
     async def write(self, method: Callable[..., T], *args: Any) -> T:
-        if self._unflushed:
+        if self._unflushed or self._cut:
             await self._flush()
+        return await self._call(method, *args)
+
+    async def _call(self, method: Callable[..., T], *args: Any) -> T:
         try:
             return await self.host.gate.call(method, *args)
         except LockLostError:
             raise LeaseLostSignal(self._instance_id) from None
 
     async def record(self, step: StepRecord) -> None:
-        if self._unflushed:
+        if self._unflushed or self._cut:
             await self._flush()
         await self._write_step(step)
 
@@ -311,9 +360,26 @@ class WorkflowRun:
     # recording
 
     async def _flush(self) -> None:
+        if self._cut:
+            await self._archive_cut()
         steps, self._unflushed = self._unflushed, []
         for step in steps:
             await self._write_step(step)
+
+    async def _archive_cut(self) -> None:
+        """Archive the steps a divergence cut off, in one store transaction."""
+        gone, self._cut = self._cut, []
+        history = await self._call(self._store.load_history, self._instance_id)
+        seqs = {s.seq for s in gone}
+        first = min(seqs)
+        before = [s for s in history if s.seq < first and s.seq not in seqs]
+        through = max(before, key=lambda s: s.seq, default=None)
+        target = cuts.Target(through.step_id if through else None, through.seq if through else 0)
+        keep = [s for s in history if s.seq not in seqs]
+        cut = cuts.cut(history, target, "diverged", keep=keep)
+        await self._call(self._store.cut_history, self._instance_id, self._owner, cut, time.time())
+        self._attempts.clear()
+        self.host.notify(self._instance_id)
 
     async def _write_step(self, step: StepRecord) -> None:
         committer = self.host.committer
@@ -342,7 +408,7 @@ class WorkflowRun:
     ) -> Any:
         if self.replay_only:  # never run an activity body while only replaying
             raise ReplayFrontier(f"{step_id} is not recorded: it would run {activity.name}")
-        if self._unflushed:
+        if self._unflushed or self._cut:
             await self._flush()
         past = self._attempts.pop(step_id, [])
         errors = [attempt_from_json(r.attempt, r.error, r.at) for r in past]
@@ -399,7 +465,7 @@ class WorkflowRun:
                     final.__cause__ = error
                 break
             if recorded is not None:
-                if self._unflushed:  # a ctx.now() made meanwhile (gather) goes first
+                if self._unflushed or self._cut:  # a ctx.now() made meanwhile goes first
                     await self._flush()
                 await self._write_step(recorded)
             return result
@@ -515,6 +581,10 @@ class WorkflowRun:
             if self._status == "compensating" or self.cancel_reason is not None:
                 stored = error_from_json(self._stored_error) if self._stored_error else None
                 return await self._unwind(stored)
+            if self._status == "rolling_back":
+                failed = await self._roll_back()
+                if failed is not None:
+                    return failed
             return await self._run_workflow()
         except LeaseLostSignal:
             log.warning("%s: lease lost to another worker; stopped here", self._instance_id)
@@ -558,7 +628,7 @@ class WorkflowRun:
             self.suspension.cancel_reason = signal.reason
             return await self._unwind(None)
         except SuspendSignal as signal:  # a wait or recur (engine/waiting.py)
-            if self._unflushed:
+            if self._unflushed or self._cut:
                 await self._flush()
             return await self.suspension.suspended(signal, self.next_seq(), self._input_json)
         except EngineSignal:
@@ -602,6 +672,48 @@ class WorkflowRun:
         if cancelled:
             return Outcome(status, error=WorkflowCancelled(self._instance_id, self.cancel_reason))
         return Outcome(status, error=error)
+
+    async def _roll_back(self) -> Outcome | None:
+        """``app.rollback``: compensate the completed steps after the marked step (newest
+        first, each once, durably), archive them, and go on forwards from there.
+
+        Every compensation is a recorded step, so a crash in the middle resumes here with
+        the ones not yet run. If one fails for good the others still run, then the instance
+        ends ``failed`` (not resumed: an undo that did not happen must not be built on).
+        """
+        try:
+            history = await self.write(self.store.load_history, self._instance_id)
+            through = cuts.marked_target(history) or cuts.Target(None, 0)
+            later = [s for s in history if s.seq > through.seq]
+            self._seq = itertools.count(max((s.seq for s in history), default=0) + 1)
+            failed = await saga.compensate(self, saga.pending(later, self.host.registry))
+            if failed:
+                error = RomancyError(
+                    f"rolling back instance {self._instance_id!r} to {through.step_id}: the "
+                    f"compensation of {', '.join(failed)} failed; the instance was not resumed "
+                    "(the failed compensations are in its history)",
+                    instance_id=self._instance_id,
+                    steps=failed,
+                )
+                finished = await self.write(
+                    self.store.finish_instance, self._instance_id, self.owner, "failed", None,
+                    error_to_json(error),
+                )  # fmt: skip
+                if not finished:
+                    raise LeaseLostSignal(self._instance_id)
+                return Outcome("failed", error=error)
+            history = await self.write(self.store.load_history, self._instance_id)
+            cut = cuts.cut(history, through, "rolled_back")
+            await self.write(
+                self.store.cut_history, self._instance_id, self.owner, cut, time.time()
+            )
+            self._load(cuts.kept(history, through), ())
+            self._status = "running"
+            self.host.notify(self._instance_id)
+            return None
+        finally:
+            if self.rolled_back is not None:
+                self.rolled_back.set()
 
     async def compensate_step(self, step: StepRecord, activity: Activity[Any, Any]) -> None:
         """Run the compensation of one completed step as a recorded step of its own.

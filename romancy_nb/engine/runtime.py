@@ -158,6 +158,11 @@ class RunHost(Protocol):
     @property
     def committer(self) -> GroupCommitter | None: ...
 
+    @property
+    def on_divergence(self) -> str:
+        """The app's policy for a run whose code no longer matches its history
+        (``"error"`` or ``"rewind"``); a workflow's own policy overrides it."""
+
     def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
         """Tell the listeners (live views) that a step was recorded or a run changed."""
 

@@ -50,8 +50,12 @@ def pending(
 
 async def compensate(
     run: WorkflowRun, steps: list[tuple[StepRecord, Activity[Any, Any] | None]]
-) -> None:
-    """Run each pending compensation; record failures and keep going."""
+) -> list[str]:
+    """Run each pending compensation; record failures and keep going.
+
+    Returns the ids of the steps whose compensation failed (empty when every undo ran).
+    """
+    failed: list[str] = []
     for step, activity in steps:
         if activity is None:
             error = RomancyError(
@@ -59,8 +63,11 @@ async def compensate(
                 "defined in this process"
             )
             await run.record_compensation_failure(step, error)
+            failed.append(step.step_id)
             continue
         try:
             await run.compensate_step(step, activity)
         except Exception as error:  # recorded as a failed step by the runner
             log.error("%s: compensation of %s failed: %s", run.instance_id, step.step_id, error)
+            failed.append(step.step_id)
+    return failed

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-ACTIVE_STATUSES = ("running", "compensating")
+ACTIVE_STATUSES = ("running", "compensating", "rolling_back")
 """Statuses of instances that hold a lease while they run and must be resumed after a crash."""
 
 FINAL_STATUSES = ("completed", "failed", "cancelled")
@@ -42,6 +42,10 @@ class InstanceRecord(NamedTuple):
     code_version: str | None
     created_at: float
     updated_at: float
+    forked_from: str | None = None
+    """The instance this one was forked from (``app.fork``), else None."""
+    forked_at: str | None = None
+    """The last step copied from ``forked_from`` (None: the fork copied no step)."""
 
 
 class StepRecord(NamedTuple):
@@ -144,7 +148,13 @@ class ChangeHint(NamedTuple):
 
 
 class ArchivedRun(NamedTuple):
-    """One finished run of an instance that called ``ctx.recur`` (status ``recurred``)."""
+    """History an instance no longer replays, kept for inspection.
+
+    ``status`` says why: ``recurred`` (a whole run that called ``ctx.recur``; ``next_input``
+    is what the next run got), or the steps cut off by ``rewound``, ``rolled_back``,
+    ``retried`` or ``diverged`` (``on_divergence="rewind"``); ``cut_after`` is then the last
+    step kept (None: history was cut from its start).
+    """
 
     instance_id: str
     run_no: int
@@ -154,6 +164,29 @@ class ArchivedRun(NamedTuple):
     steps: int
     started_at: float
     ended_at: float
+    cut_after: str | None = None
+
+
+class HistoryCut(NamedTuple):
+    """What ``Store.cut_history`` does to an instance, decided by the engine.
+
+    ``archive`` are the ``seq`` of the steps to move into a new archived run with status
+    ``archived_as`` (no archived run when empty); ``cut_after`` is the last step kept.
+    Afterwards the instance listens on ``subscriptions`` ((channel, mode) pairs, added where
+    missing) and no longer on ``unsubscribe``; it belongs to ``groups`` and not to
+    ``leave``; everything else it listens on or belongs to is left as it is. ``marker``,
+    when given, is recorded after the cut (a rollback's "rolling back to" step).
+    """
+
+    archive: Sequence[int]
+    archived_as: str
+    cut_after: str | None
+    status: str
+    subscriptions: Sequence[tuple[str, str]] = ()
+    unsubscribe: Sequence[str] = ()
+    groups: Sequence[str] = ()
+    leave: Sequence[str] = ()
+    marker: StepRecord | None = None
 
 
 class TableRows(NamedTuple):
@@ -385,6 +418,28 @@ class Store(Protocol):
 
     def delete_archives(self, before: float) -> int:
         """Retention: drop archived runs that ended before ``before``."""
+
+    # time travel (see romancy_nb.engine.travel)
+    def cut_history(self, instance_id: str, owner: str, cut: HistoryCut, now: float) -> int:
+        """Rewrite an instance's history and state in one transaction (rewind, rollback,
+        retry, a divergence).
+
+        Move the ``cut.archive`` steps into a new archived run, delete the instance's failed
+        attempts and waits, change its subscriptions and groups, set ``cut.status`` (clearing
+        output, error and any cancel request) and record ``cut.marker``. Returns the
+        archived run's number (0 when nothing was archived). Raises ``LockLostError``,
+        writing nothing, if ``owner`` does not hold the instance's lease.
+        """
+
+    def fork_instance(
+        self,
+        instance: InstanceRecord,
+        steps: Sequence[StepRecord],
+        subscriptions: Sequence[tuple[str, str]],
+        groups: Sequence[str],
+    ) -> bool:
+        """Create ``instance`` with ``steps`` as its history, its subscriptions and its
+        groups, in one transaction; False (nothing written) if the id exists already."""
 
     def load_waits(self, instance_id: str) -> list[WaitSpec]:
         """The unanswered waits of an instance (its timers, awaited events and messages),

@@ -21,6 +21,7 @@ import apsw
 from romancy_nb.store.protocol import (
     ACTIVE_STATUSES,
     AttemptRecord,
+    HistoryCut,
     InstanceQuery,
     InstanceRecord,
     StepRecord,
@@ -29,11 +30,16 @@ from romancy_nb.store.protocol import (
 )
 from romancy_nb.store.sqlite import pragmas, schema, sharing
 from romancy_nb.store.sqlite.connections import Connections, resolve, rollback_quietly
+from romancy_nb.store.sqlite.travel import HistoryEdits
 from romancy_nb.store.sqlite.waiting import WaitingQueries
 
 _INSTANCE_COLUMNS = (
     "instance_id, workflow_name, status, input, output, error, lock_owner, cancel_reason, "
-    "code_version, created_at, updated_at"
+    "code_version, created_at, updated_at, forked_from, forked_at"
+)
+_INSERT_INSTANCE = (
+    f"INSERT OR IGNORE INTO workflow_instances ({_INSTANCE_COLUMNS}) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _STEP_COLUMNS = (
     "instance_id, seq, step_id, kind, name, status, input, output, error, attempts, "
@@ -165,6 +171,7 @@ class SqliteStore(WaitingQueries):
             inspect=lambda c: schema.refuse_foreign(c, target.where, self._migrations),
         )
         super().__init__(self._c)
+        self._edits = HistoryEdits(self._c)
         self.where = target.where
         self._held = target.file is not None
         if self._held:
@@ -239,24 +246,7 @@ class SqliteStore(WaitingQueries):
     # instances
 
     def create_instance(self, instance: InstanceRecord) -> bool:
-        changed = self._c.write(
-            f"INSERT OR IGNORE INTO workflow_instances ({_INSTANCE_COLUMNS}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                instance.instance_id,
-                instance.workflow_name,
-                instance.status,
-                instance.input,
-                instance.output,
-                instance.error,
-                instance.lock_owner,
-                instance.cancel_reason,
-                instance.code_version,
-                instance.created_at,
-                instance.updated_at,
-            ),
-        )
-        return changed == 1
+        return self._c.write(_INSERT_INSTANCE, instance) == 1
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         rows = self._c.rows(
@@ -422,6 +412,20 @@ class SqliteStore(WaitingQueries):
         return SqliteSession(self._c, connection, generation)
 
     # views and diagnostics
+
+    # time travel (store/sqlite/travel.py)
+
+    def cut_history(self, instance_id: str, owner: str, cut: HistoryCut, now: float) -> int:
+        return self._edits.cut_history(instance_id, owner, cut, now)
+
+    def fork_instance(
+        self,
+        instance: InstanceRecord,
+        steps: Sequence[StepRecord],
+        subscriptions: Sequence[tuple[str, str]],
+        groups: Sequence[str],
+    ) -> bool:
+        return self._edits.fork_instance(instance, steps, subscriptions, groups, _INSERT_INSTANCE)
 
     def table_counts(self) -> dict[str, int]:
         """Rows per table (tests; not part of the protocol)."""

@@ -570,7 +570,8 @@ class WaitingQueries:
     def archived_runs(self, instance_id: str) -> list[ArchivedRun]:
         rows = self._c.rows(
             "SELECT instance_id, run_no, status, input, next_input, steps, started_at, "
-            "ended_at FROM workflow_runs_archive WHERE instance_id = ? ORDER BY run_no",
+            "ended_at, cut_after FROM workflow_runs_archive WHERE instance_id = ? "
+            "ORDER BY run_no",
             (instance_id,),
         )
         return [ArchivedRun(*row) for row in rows]
