@@ -5,19 +5,23 @@ from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.definitions import Activity, Workflow, activity, workflow
 from romancy_nb.engine.info import InstanceInfo, InstancePage, StepInfo
 from romancy_nb.engine.registry import Registry, registry
-from romancy_nb.engine.replayer import ReplayReport
+from romancy_nb.engine.replayer import ReplayReport, ReplayStep
 from romancy_nb.engine.retry import RetryPolicy
+from romancy_nb.engine.travel import HistoryChange, Undo
 
 __all__ = [
     "Activity",
     "ActivityContext",
     "App",
+    "HistoryChange",
     "InstanceInfo",
     "InstancePage",
     "Registry",
     "ReplayReport",
+    "ReplayStep",
     "RetryPolicy",
     "StepInfo",
+    "Undo",
     "Workflow",
     "WorkflowContext",
     "activity",
