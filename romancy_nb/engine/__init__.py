@@ -1,6 +1,7 @@
 """The engine: workflows, activities, replay, retries, saga. No Jupyter, no SQL."""
 
 from romancy_nb.engine.app import App
+from romancy_nb.engine.compare import Comparison
 from romancy_nb.engine.context import ActivityContext, WorkflowContext
 from romancy_nb.engine.definitions import Activity, Workflow, activity, workflow
 from romancy_nb.engine.info import InstanceInfo, InstancePage, StepInfo
@@ -13,6 +14,7 @@ __all__ = [
     "Activity",
     "ActivityContext",
     "App",
+    "Comparison",
     "HistoryChange",
     "InstanceInfo",
     "InstancePage",

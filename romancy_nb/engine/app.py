@@ -23,6 +23,7 @@ from typing import Any
 
 from romancy_nb.engine import channels, events, ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
+from romancy_nb.engine.compare import Comparison, pair_steps
 from romancy_nb.engine.definitions import Workflow, check_divergence_policy
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.engine.gate import StoreGate
@@ -490,6 +491,18 @@ class App:
         where it came from (``forked_from``, ``forked_at``).
         """
         return await (await self._time_travel()).fork(original, at, input, instance_id)
+
+    def compare(self, a: str, b: str) -> Comparison:
+        """Two instances' histories side by side, step by step (an original and its fork,
+        say): each step's status, input and output in both, and what differs."""
+        first, second = self._record(a), self._record(b)
+        return Comparison(
+            first.instance_id,
+            second.instance_id,
+            first.status,
+            second.status,
+            pair_steps(self.store.load_history(a), self.store.load_history(b)),
+        )
 
     def archived_runs(self, instance_id: str) -> list[ArchivedRun]:
         """History the instance no longer replays, newest last: recurred runs and the

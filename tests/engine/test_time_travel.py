@@ -387,3 +387,38 @@ async def test_rewinding_into_a_compensation_is_refused(app: rn.App) -> None:
         await app.rewind(iid, to=compensation)
     assert app.get_instance(iid).status == "failed"
     assert app.get_instance(iid).lock_owner is None  # the refused call let the lease go
+
+
+# compare
+
+
+async def test_compare_pairs_steps_and_highlights_what_differs(app: rn.App) -> None:
+    iid = await app.start(tt_pipeline, "cmp")
+    await app.result(iid)
+    variant["suffix"] = "-b"
+    async with rn.App(app.url, on_divergence="rewind") as other:
+        fork = await other.fork(iid, at="tt_step:2")
+        await other.result(fork)
+
+    comparison = app.compare(iid, fork)
+
+    assert [pair.step_id for pair in comparison.steps] == [f"tt_step:{n}" for n in range(1, 6)]
+    assert [pair.differences for pair in comparison.steps][:3] == [[], [], ["input", "output"]]
+    assert comparison.first_difference == "tt_step:3"
+    row = comparison.records()[2]
+    assert (row["a_input"], row["b_input"]) == (["cmp-3"], ["cmp-3-b"])
+    assert row["differs"] == "input, output"
+
+
+def test_pairing_slots_steps_only_one_run_has_after_their_predecessor() -> None:
+    from romancy_nb.engine.compare import pair_steps
+
+    def step(seq: int, step_id: str) -> StepRecord:
+        return StepRecord("x", seq, step_id, "activity", step_id, "completed", "[]", "1", None,
+                          1, 0.0, 0.0)  # fmt: skip
+
+    a = [step(1, "s:1"), step(2, "s:2")]
+    b = [step(1, "s:1"), step(2, "t:1"), step(3, "s:2"), step(4, "u:1")]
+    pairs = pair_steps(a, b)
+    assert [p.step_id for p in pairs] == ["s:1", "t:1", "s:2", "u:1"]
+    assert [p.differences for p in pairs] == [[], ["only b"], [], ["only b"]]
