@@ -1,4 +1,9 @@
-"""Every notebook in notebooks/ runs top to bottom in a real kernel (nbclient)."""
+"""Every notebook in notebooks/ runs top to bottom in a real kernel (nbclient) — and again.
+
+Users run an example twice (they change a cell, they come back the next day) in the same
+folder, on the same ``romancy.db``, next to the other examples' instances: each notebook is
+executed twice in a row in one folder, and all of them one after another in another.
+"""
 
 from __future__ import annotations
 
@@ -18,26 +23,36 @@ def test_there_are_notebooks() -> None:
     assert any(path.name == "quickstart.ipynb" for path in NOTEBOOKS)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
-    # Run a copy in tmp_path, so its romancy.db (and any file it writes) lands there.
-    copy = tmp_path / path.name
-    shutil.copy(path, copy)
-    for extra in (REPO / "notebooks").glob("*.py"):
-        shutil.copy(extra, tmp_path / extra.name)
-    notebook = nbformat.read(copy, as_version=4)
+def copy_examples(folder: Path) -> None:
+    """The notebooks and the modules beside them (the stand-in model server)."""
+    for path in [*NOTEBOOKS, *(REPO / "notebooks").glob("*.py")]:
+        shutil.copy(path, folder / path.name)
+
+
+def execute(folder: Path, name: str) -> None:
+    """Run ``folder/name`` in a fresh kernel started in ``folder``.
+
+    The first cell that raises stops the run with a ``CellExecutionError`` that shows the
+    cell and its traceback.
+    """
+    notebook = nbformat.read(folder / name, as_version=4)
     client = NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
     )
     client.execute()
-    errors = [
-        output
-        for cell in notebook.cells
-        for output in cell.get("outputs", [])
-        if output.get("output_type") == "error"
-    ]
-    assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_twice_on_the_same_database(path: Path, tmp_path: Path) -> None:
+    copy_examples(tmp_path)
+    execute(tmp_path, path.name)
     assert (tmp_path / "romancy.db").exists()
+    execute(tmp_path, path.name)  # its instances exist now: found, not run again
+
+
+def test_notebooks_share_one_database(tmp_path: Path) -> None:
+    # Each one's instances, workflow names and events stay out of the others' way.
+    copy_examples(tmp_path)
+    for path in NOTEBOOKS:
+        execute(tmp_path, path.name)
+    execute(tmp_path, NOTEBOOKS[0].name)
