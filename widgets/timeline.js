@@ -1,5 +1,9 @@
 // romancy_nb: the timeline of one workflow instance (anywidget ES module).
-// State lives in the Python model (traitlets): `instance`, `steps`, `waiting`, `actions`.
+// State lives in the Python model: `instance`, `waiting`, `actions` are traitlets; the steps
+// come as messages {kind: "steps", from: i, steps: rows} carrying only the rows after the
+// first i (0: all of them), so a long run does not resend its history on every step. A view
+// asks for all rows when it renders ({action: "snapshot"}) and again if a message does not
+// follow on from the rows it has.
 // Per-step buttons send {action, step_id} messages back; Python decides what they do, so
 // new per-step actions (rewind, roll back to here) need no change here: list them in
 // `actions` and register a handler in Python.
@@ -18,13 +22,6 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function formatDuration(ms) {
-  if (ms === null || ms === undefined) return "";
-  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
-  if (ms < 1000) return `${ms.toFixed(1)} ms`;
-  return `${(ms / 1000).toFixed(2)} s`;
-}
-
 function countdown(fireAt) {
   const left = fireAt - Date.now() / 1000;
   if (left <= 0) return "due now";
@@ -36,6 +33,7 @@ function countdown(fireAt) {
 function render({ model, el: root }) {
   root.classList.add("romancy-timeline");
   let timer = null;
+  let steps = [];
 
   function send(action, extra = {}) {
     model.send({ action, ...extra });
@@ -47,7 +45,6 @@ function render({ model, el: root }) {
       timer = null;
     }
     const instance = model.get("instance") || {};
-    const steps = model.get("steps") || [];
     const waiting = model.get("waiting") || {};
     const actions = model.get("actions") || [];
     root.replaceChildren();
@@ -76,7 +73,7 @@ function render({ model, el: root }) {
         el("td", {}, step.seq),
         el("td", { class: "romancy-step-id" }, step.step_id),
         el("td", {}, step.status),
-        el("td", {}, formatDuration(step.duration_ms)),
+        el("td", { class: step.wait ? "romancy-wait" : "" }, step.duration),
         el("td", {}, step.source),
         el("td", {}, step.attempts > 1 ? `${step.attempts} (retried)` : step.attempts),
         el("td", { class: step.error ? "romancy-error" : "romancy-detail" }, step.error || step.output || ""),
@@ -104,12 +101,24 @@ function render({ model, el: root }) {
     }
   }
 
+  function received(message) {
+    if (!message || message.kind !== "steps") return;
+    if (message.from === 0) steps = message.steps;
+    else if (message.from === steps.length) steps = steps.concat(message.steps);
+    else { send("snapshot"); return; }  // rows went missing in between: ask for all of them
+    draw();
+  }
+
+  model.on("msg:custom", received);
   model.on("change:instance", draw);
-  model.on("change:steps", draw);
   model.on("change:waiting", draw);
   model.on("change:actions", draw);
   draw();
-  return () => { if (timer !== null) clearInterval(timer); };
+  send("snapshot");
+  return () => {
+    model.off("msg:custom", received);
+    if (timer !== null) clearInterval(timer);
+  };
 }
 
 export default { render };

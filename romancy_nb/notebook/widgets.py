@@ -1,8 +1,10 @@
 """Widgets: a workflow panel (form, Start, live instance list) and an instance view.
 
-The step timeline is an anywidget whose view is the ES module ``widgets/timeline.js``; its
-state is traitlets synced to the browser (no HTML is built here). Buttons are ipywidgets, so
-the same objects are driven from Python in tests (``panel.start_button.click()``).
+The step timeline is an anywidget whose view is the ES module ``widgets/timeline.js``; the
+instance and its waits are traitlets synced to the browser, its steps are sent as messages,
+only the new ones (see :class:`Timeline`). Buttons are ipywidgets, so the same objects are
+driven from Python in tests (``panel.start_button.click()``). Text from the user or the store
+that goes into an HTML widget is escaped.
 
 Per-step actions (rewind / roll back to a step) plug in with
 ``InstanceView.add_step_action(name, label, handler)``: the timeline shows a button on every
@@ -11,15 +13,18 @@ instance waits on a timer or an event: Send / Approve / Reject call ``app.send_e
 "fire now" calls ``app.fire_timer(instance_id, step_id)``.
 
 Live updates are pushed by an engine listener (``App.add_listener``) for work done in this
-kernel, with a slow poll on the kernel's loop as the safety net for other processes (see
-``_Live``); the kernel stays free between refreshes. Actions refresh their view as soon as
-they finish.
+kernel: a recorded step is appended to its instance's view as it is (no store read), a run
+that starts or ends refreshes the views of that instance, and a panel only for its own
+workflow's instances. A slow poll on the kernel's loop is the safety net for other processes
+(see ``_Live``); the kernel stays free between refreshes. Actions refresh their view as soon
+as they finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import inspect
 import json
 import typing
@@ -32,9 +37,17 @@ import anywidget
 import ipywidgets as w
 import traitlets
 
-from romancy_nb.engine import App, Workflow
+from romancy_nb.describe import (
+    WAIT_KINDS,
+    error_summary,
+    step_duration,
+    step_outcome,
+    step_seconds,
+)
+from romancy_nb.engine import App, InstanceInfo, StepInfo, Workflow
 from romancy_nb.errors import WorkflowNotFound
 from romancy_nb.notebook import aio, state
+from romancy_nb.store import StepRecord
 
 REFRESH_INTERVAL = 1.0
 """Seconds between refreshes for changes made by other processes (the safety net)."""
@@ -52,41 +65,63 @@ def asset(name: str) -> Path:
     return Path(__file__).resolve().parents[2] / "widgets" / name
 
 
-def _short(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
-
-
-def _error_text(error: Any) -> str:
-    if not error:
-        return ""
-    if isinstance(error, dict):
-        kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
-        return f"{kind}: {error.get('message', '')}"
-    return str(error)
+def _red(text: str) -> str:
+    """``text`` (from the user or the store: escaped) as a red line of an HTML widget."""
+    return f"<span style='color:#b71c1c'>{html.escape(text)}</span>" if text else ""
 
 
 class Timeline(anywidget.AnyWidget):
-    """The steps of one instance, rendered by ``widgets/timeline.js``."""
+    """The steps of one instance, rendered by ``widgets/timeline.js``.
+
+    The steps are not a synced trait: a trait sends its whole value on every change, so a
+    run of n steps would send n(n+1)/2 rows. They go as ``{"kind": "steps", "from": i,
+    "steps": rows}`` messages instead: the rows after the first ``i`` (``from`` 0: all of
+    them). A view asks for all of them when it renders (``{"action": "snapshot"}``) and again
+    if a message does not follow on from what it has.
+    """
 
     _esm = asset("timeline.js")
     _css = asset("timeline.css")
     instance = traitlets.Dict().tag(sync=True)
-    steps = traitlets.List().tag(sync=True)
     waiting = traitlets.Dict().tag(sync=True)
     actions = traitlets.List().tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._steps: list[dict[str, Any]] = []
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.on_msg(self._on_msg)
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """The rows shown, in recording order."""
+        return list(self._steps)
+
+    def set_steps(self, rows: list[dict[str, Any]]) -> None:
+        """Show ``rows``; sends only those after the ones shown if history only grew."""
+        known = len(self._steps)
+        if rows[:known] == self._steps:
+            self.append_steps(rows[known:])
+            return
+        self._steps = list(rows)  # history changed under the shown rows: send it all
+        self._send_steps(0)
+
+    def append_steps(self, rows: list[dict[str, Any]]) -> None:
+        """Show ``rows`` after the ones shown, sending only them."""
+        if rows:
+            self._steps.extend(rows)
+            self._send_steps(len(self._steps) - len(rows))
+
+    def _send_steps(self, start: int) -> None:
+        self.send({"kind": "steps", "from": start, "steps": self._steps[start:]})
 
     def on_action(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None:
         self._handlers[name] = handler
 
     def _on_msg(self, _: Any, content: dict[str, Any], buffers: Any) -> None:
+        if content.get("action") == "snapshot":
+            self._send_steps(0)
+            return
         handler = self._handlers.get(str(content.get("action")))
         if handler is not None:
             handler(content)
@@ -95,10 +130,13 @@ class Timeline(anywidget.AnyWidget):
 class _Live:
     """Keeps the visible views current.
 
-    Pushed: an app listener (``App.add_listener``) marks the instances whose steps or runs
-    changed in this process, and the views showing them refresh on the loop (bursts are
-    coalesced). Polled, as the safety net for changes made by other processes (a worker, the
-    CLI): one task on the kernel's loop refreshes the views that show unfinished work every
+    Pushed: an app listener (``App.add_listener``) collects, per instance, the steps this
+    process records and the runs that start or end here; on the loop (bursts coalesced)
+    each view takes what concerns it (``view.pushed``): an instance view appends its new
+    steps without reading the store, and re-reads its instance when one of its runs started
+    or ended; a panel re-reads its list when a run of its own workflow did. Polled, as the
+    safety net for changes made by other processes (a worker, the CLI): one task on the
+    kernel's loop calls ``view.poll()`` on the views that show unfinished work every
     ``REFRESH_INTERVAL`` seconds, and ends when nothing unfinished is shown.
     """
 
@@ -106,7 +144,8 @@ class _Live:
         self.views: weakref.WeakSet[Any] = weakref.WeakSet()
         self.task: asyncio.Task[None] | None = None
         self.apps: weakref.WeakSet[App] = weakref.WeakSet()
-        self.dirty: set[str] = set()
+        self.steps: dict[str, list[StepRecord]] = {}
+        self.runs: set[str] = set()
         self.flushing = False
 
     def watch(self, view: Any) -> None:
@@ -114,30 +153,39 @@ class _Live:
         if view.app not in self.apps:
             self.apps.add(view.app)
             loop = aio.shell_loop()
-            view.app.add_listener(lambda iid, _step, loop=loop: self._changed_threadsafe(loop, iid))
+            view.app.add_listener(
+                lambda iid, step, loop=loop: self._changed_threadsafe(loop, iid, step)
+            )
         loop = aio.running_loop()
         if loop is not None and (self.task is None or self.task.done()):
             self.task = loop.create_task(self._run(), name="romancy-widgets")
 
-    def _changed_threadsafe(self, loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
+    def _changed_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, instance_id: str, step: StepRecord | None
+    ) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed
-            loop.call_soon_threadsafe(self._changed, loop, instance_id)
+            loop.call_soon_threadsafe(self._changed, loop, instance_id, step)
 
-    def _changed(self, loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
-        self.dirty.add(instance_id)
+    def _changed(
+        self, loop: asyncio.AbstractEventLoop, instance_id: str, step: StepRecord | None
+    ) -> None:
+        if step is None:
+            self.runs.add(instance_id)
+        else:
+            self.steps.setdefault(instance_id, []).append(step)
         if not self.flushing:
             self.flushing = True
             loop.call_later(PUSH_DELAY, self._flush)
 
     def _flush(self) -> None:
-        dirty, self.dirty, self.flushing = self.dirty, set(), False
+        steps, runs = self.steps, self.runs
+        self.steps, self.runs, self.flushing = {}, set(), False
         for view in list(self.views):
-            if view.wants(dirty):
-                self._refresh(view)
+            self._call(view, view.pushed, steps, runs)
 
-    def _refresh(self, view: Any) -> None:
+    def _call(self, view: Any, update: Callable[..., None], *args: Any) -> None:
         try:
-            view.refresh()
+            update(*args)
         except Exception as error:  # a closed store, a deleted instance...
             view.show_message(f"refresh failed: {error}")
             self.views.discard(view)
@@ -149,7 +197,7 @@ class _Live:
             if not live:
                 return
             for view in live:
-                self._refresh(view)
+                self._call(view, view.poll)
 
 
 _live = _Live()
@@ -187,6 +235,13 @@ class InstanceView(w.VBox):
         self._waiting_event: str | None = None
         self._waiting_timer: str | None = None
         self._status = ""
+        # What the last read saw: (status, updated_at, lock_owner), the run's start, and the
+        # last step shown, so pushed steps append without a read and a poll reads only if
+        # another process may have changed something.
+        self._seen: tuple[Any, ...] | None = None
+        self._created_at: Any = None
+        self._last_seq = 0
+        self._last_end: Any = None
         super().__init__(
             [
                 self.timeline,
@@ -221,49 +276,86 @@ class InstanceView(w.VBox):
     def is_live(self) -> bool:
         return self._status not in FINAL
 
-    def wants(self, changed: set[str]) -> bool:
-        return self.instance_id in changed
-
     def show_message(self, text: str) -> None:
-        self.message.value = f"<span style='color:#b71c1c'>{text}</span>" if text else ""
+        self.message.value = _red(text)
 
-    def refresh(self) -> None:
-        """Read the instance, its steps and its waits from the store and show them."""
+    def pushed(self, steps: dict[str, list[StepRecord]], runs: set[str]) -> None:
+        """Show what this process just recorded (see ``_Live``)."""
+        if self.instance_id in runs:  # its status and waits may have changed
+            self.refresh()
+            return
+        fresh = sorted(
+            (step for step in steps.get(self.instance_id, ()) if step.seq > self._last_seq),
+            key=lambda step: step.seq,
+        )
+        if not fresh:
+            return
+        if self._pending or fresh[0].seq != self._last_seq + 1:
+            self.refresh()  # a step recorded without a push (a wait the store answered)
+            return
+        self.timeline.append_steps([self._row(StepInfo.from_record(step)) for step in fresh])
+
+    def poll(self) -> None:
+        """Read the instance; its steps too if another process may have changed them."""
         try:
             info = self.app.get_instance(self.instance_id)
         except WorkflowNotFound:
             if not self._pending:
                 raise
-            self._status = "starting"
-            self.timeline.instance = {"instance_id": self.instance_id, "status": "starting"}
             return
+        here = info.lock_owner in (None, self.app.worker_id)  # else pushes do not see it
+        if not here or self._seen != (info.status, info.updated_at, info.lock_owner):
+            self.refresh(info)
+
+    def refresh(self, info: InstanceInfo | None = None) -> None:
+        """Read the instance, its steps and its waits from the store and show them."""
+        if info is None:
+            try:
+                info = self.app.get_instance(self.instance_id)
+            except WorkflowNotFound:
+                if not self._pending:
+                    raise
+                self._status = "starting"
+                self.timeline.instance = {"instance_id": self.instance_id, "status": "starting"}
+                return
         self._pending = False
         self._status = info.status
+        self._seen = (info.status, info.updated_at, info.lock_owner)
+        self._created_at = info.created_at
         self.timeline.instance = {
             "instance_id": info.instance_id,
             "workflow_name": info.workflow_name,
             "status": info.status,
             "code_version": info.code_version or "",
-            "error": _error_text(info.error),
+            "error": error_summary(info.error, first_line=False),
         }
-        session = state.session_started()
-        self.timeline.steps = [
-            {
-                "seq": step.seq,
-                "step_id": step.step_id,
-                "kind": step.kind,
-                "name": step.name,
-                "status": step.status,
-                "duration_ms": round(step.duration * 1000, 3),
-                "attempts": step.attempts,
-                "source": "executed" if step.finished_at.timestamp() >= session else "cached",
-                "output": _short(step.output),
-                "error": _error_text(step.error),
-            }
-            for step in self.app.get_history(self.instance_id)
-        ]
+        self._last_seq, self._last_end = 0, info.created_at
+        history = self.app.get_history(info.instance_id)
+        self.timeline.set_steps([self._row(step) for step in history])
         self._show_waits(info.status)
-        self.cancel_button.disabled = info.status in FINAL
+        final = info.status in FINAL
+        self.cancel_button.disabled = final
+        self.cancel_button.layout.display = "none" if final else ""  # nothing left to cancel
+
+    def _row(self, step: StepInfo) -> dict[str, Any]:
+        """One step as the timeline shows it; steps come in order (a wait's time starts at
+        the end of the step before it when the store did not record its start)."""
+        previous_end, self._last_seq, self._last_end = self._last_end, step.seq, step.finished_at
+        session = state.session_started()
+        return {
+            "seq": step.seq,
+            "step_id": step.step_id,
+            "kind": step.kind,
+            "name": step.name,
+            "status": step.status,
+            "duration_ms": round(step_seconds(step, previous_end) * 1000, 3),
+            "duration": step_duration(step, previous_end),
+            "wait": step.kind in WAIT_KINDS,
+            "attempts": step.attempts,
+            "source": "executed" if step.finished_at.timestamp() >= session else "cached",
+            "output": "" if step.error else step_outcome(step, _DETAIL_CHARS),
+            "error": error_summary(step.error),
+        }
 
     def _show_waits(self, status: str) -> None:
         timer: dict[str, Any] | None = None
@@ -357,6 +449,7 @@ class WorkflowPanel(w.VBox):
         except Exception:  # a forward reference not defined yet: plain JSON fields
             hints = {}
         parameters = list(inspect.signature(workflow.fn).parameters.values())[1:]
+        self.required = [p.name for p in parameters if p.default is inspect.Parameter.empty]
         for parameter in parameters:
             annotation = hints.get(parameter.name, parameter.annotation)
             self.fields[parameter.name] = _field(parameter.name, annotation, parameter.default)
@@ -371,7 +464,11 @@ class WorkflowPanel(w.VBox):
         self.detail = w.VBox()
         self.view: InstanceView | None = None
         self._active = False
-        title = w.HTML(f"<b>{workflow.name}</b> <small>code {workflow.code_version}</small>")
+        self._ours: dict[str, bool] = {}  # instance id -> of this workflow (pushes name ids)
+        title = w.HTML(
+            f"<b>{html.escape(workflow.name)}</b> "
+            f"<small>code {html.escape(workflow.code_version)}</small>"
+        )
         super().__init__(
             [
                 title,
@@ -386,17 +483,28 @@ class WorkflowPanel(w.VBox):
         _live.watch(self)
 
     def values(self) -> dict[str, Any]:
-        """The form's values as keyword arguments (JSON fields decoded)."""
+        """The form's values as keyword arguments (JSON fields decoded).
+
+        A required field left empty raises ``ValueError`` naming it; an optional JSON field
+        left empty is left out, so its default applies.
+        """
+        empty = [
+            name
+            for name, field in self.fields.items()
+            if isinstance(field, w.Text | w.Textarea) and not field.value.strip()
+        ]
+        missing = [name for name in self.required if name in empty]
+        if missing:
+            raise ValueError(f"fill in {', '.join(missing)} (required)")
         kwargs: dict[str, Any] = {}
         for name, field in self.fields.items():
-            if isinstance(field, w.Textarea):
-                text = field.value.strip()
+            if not isinstance(field, w.Textarea):
+                kwargs[name] = field.value
+            elif name not in empty:
                 try:
-                    kwargs[name] = json.loads(text) if text else None
+                    kwargs[name] = json.loads(field.value)
                 except ValueError as error:
                     raise ValueError(f"{name}: not valid JSON ({error})") from None
-            else:
-                kwargs[name] = field.value
         return kwargs
 
     def start(self) -> str | None:
@@ -406,25 +514,48 @@ class WorkflowPanel(w.VBox):
                 self.workflow, (), self.values(), self.instance_id.value.strip() or None
             )
         except Exception as error:
-            self.message.value = f"<span style='color:#b71c1c'>cannot start: {error}</span>"
+            self.show_message(f"cannot start: {error}")
             return None
         self.message.value = ""
         self.instance_id.value = ""
-        self.refresh(select=iid)
+        self._refresh_list(select=iid)
         return iid
 
     def is_live(self) -> bool:
         return self._active
 
-    def wants(self, changed: set[str]) -> bool:
-        return bool(changed)  # any instance may be one of this workflow's
-
     def show_message(self, text: str) -> None:
-        self.message.value = f"<span style='color:#b71c1c'>{text}</span>" if text else ""
+        self.message.value = _red(text)
+
+    def pushed(self, steps: dict[str, list[StepRecord]], runs: set[str]) -> None:
+        """Re-read the list when a run of this workflow's instances started or ended here
+        (the statuses it shows change then; steps do not change them)."""
+        if any(self._is_ours(iid) for iid in runs):
+            self._refresh_list()
+
+    def poll(self) -> None:
+        self._refresh_list()
+
+    def _is_ours(self, instance_id: str) -> bool:
+        if instance_id not in self._ours:
+            try:
+                workflow = self.app.get_instance(instance_id).workflow_name
+            except WorkflowNotFound:
+                return False
+            self._ours[instance_id] = workflow == self.workflow.name
+        return self._ours[instance_id]
 
     def refresh(self, select: str | None = None) -> None:
-        """Re-read the instance list (and the selected instance)."""
+        """Re-read the instance list and the selected instance."""
+        self._refresh_list(select)
+        if self.view is not None:
+            self.view.refresh()
+
+    def _refresh_list(self, select: str | None = None) -> None:
+        """Re-read the instance list; show the selected instance (its view keeps itself
+        current)."""
         page = self.app.list_instances(workflow=self.workflow.name, limit=self.limit)
+        self._ours.update((i.instance_id, True) for i in page)
         options = [(f"{i.instance_id} · {i.status}", i.instance_id) for i in page]
         ids = [value for _, value in options]
         if select is not None and select not in ids:  # started, not stored yet (a kernel)
@@ -437,9 +568,7 @@ class WorkflowPanel(w.VBox):
             self.instances.options = options
         if current is not None and current in [value for _, value in options]:
             self.instances.value = current
-        if self.view is not None and self.view.instance_id in ids:
-            self.view.refresh()
-        elif current in ids:
+        if current in ids:
             self._show(current)
 
     def _selected(self, change: dict[str, Any]) -> None:

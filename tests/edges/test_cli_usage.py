@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import typer.main
 from typer.testing import CliRunner, Result
 
 from romancy_nb.cli import app as cli_app
@@ -66,9 +67,10 @@ def test_an_unknown_status_is_a_usage_error_listing_the_known_ones(db: str) -> N
         assert cli("list", "--status", status, "--db", db).exit_code == 0
 
 
-@pytest.mark.parametrize(
-    "command", [[], ["list"], ["get"], ["history"], ["cancel"], ["event"], ["run"], ["worker"]]
-)
+COMMANDS = sorted(typer.main.get_command(cli_app).commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS)])
 def test_help_shows_no_value_placeholder_on_flags(command: list[str]) -> None:
     result = cli(*command, "--help")
     assert result.exit_code == 0, result.output

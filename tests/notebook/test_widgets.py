@@ -72,17 +72,55 @@ def test_panel_form_from_signature_and_start(ip: Shell) -> None:
     assert step["source"] == "executed"
     assert step["output"] == "3 x flaky"
     assert view.timeline.instance["status"] == "completed"
-    assert view.cancel_button.disabled
+    # Nothing left to cancel: the button is gone, not a disabled red one.
+    assert view.cancel_button.disabled and view.cancel_button.layout.display == "none"
     assert not panel.is_live()
 
 
 def test_panel_start_with_bad_input_shows_the_error(ip: Shell) -> None:
     define(ip)
     panel = rn.panel("ship")
+    panel.fields["item"].value = "cup"
     panel.fields["tags"].value = "[not json"
     assert panel.start() is None
     assert "not valid JSON" in panel.message.value
     assert rn.instances().empty
+
+
+def test_start_refuses_an_empty_required_field_and_names_it(ip: Shell) -> None:
+    define(ip)
+    panel = rn.panel("ship")
+    assert panel.required == ["item"]
+    panel.fields["item"].value = "   "
+    panel.start_button.click()
+    assert "fill in item (required)" in panel.message.value
+    assert rn.instances().empty
+    # An optional JSON field left empty takes its default; qty keeps its form value.
+    panel.fields["item"].value = "pen"
+    panel.fields["tags"].value = ""
+    panel.instance_id.value = "req-1"
+    panel.start_button.click()
+    assert panel.message.value == ""
+    assert run(rn.current_app().result("req-1")) == "2 x pen"
+    assert rn.current_app().get_instance("req-1").input == {
+        "item": "pen",
+        "qty": 2,
+        "express": False,
+        "tags": None,
+    }
+
+
+def test_text_from_users_and_the_store_is_escaped_in_html(ip: Shell) -> None:
+    define(ip)
+    panel = rn.panel("ship")
+    panel.fields["item"].value = "cup"
+    panel.fields["tags"].value = '"<img src=x onerror=alert(1)>"'  # not a list of strings
+    assert panel.start() is None
+    assert "cannot start" in panel.message.value
+    assert "<img" not in panel.message.value and "&lt;img" in panel.message.value
+    view = InstanceView(rn.current_app(), "nothing-yet", pending=True)
+    view.show_message("refresh failed: <b>bold</b> & co")
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in view.message.value
 
 
 def test_cancel_button_cancels_in_the_store(ip: Shell) -> None:
@@ -97,10 +135,11 @@ def test_cancel_button_cancels_in_the_store(ip: Shell) -> None:
     view = ip.run("%romancy show x-1")
     assert isinstance(view, InstanceView)
     assert view.is_live() and not view.cancel_button.disabled
+    assert view.cancel_button.layout.display != "none"
     view.cancel_button.click()
     assert rn.current_app().get_instance("x-1").status == "cancelled"
     assert view.timeline.instance["status"] == "cancelled"
-    assert view.cancel_button.disabled
+    assert view.cancel_button.disabled and view.cancel_button.layout.display == "none"
 
 
 def test_event_controls_approve_a_waiting_instance(ip: Shell) -> None:
@@ -209,3 +248,98 @@ def test_views_update_from_engine_pushes_without_refresh(ip: Shell) -> None:
     run(until(lambda: view.status == "completed"))  # no refresh() call: pushed
     assert [step["step_id"] for step in view.timeline.steps] == ["pack:1"]
     assert panel.instances.options[0] == ("push-1 · completed", "push-1")
+
+
+def test_a_wait_step_shows_how_long_it_waited(ip: Shell) -> None:
+    ip.run(
+        "%%workflow\nasync def hold(ctx) -> str:\n    await ctx.wait_event('go')\n    return 'went'"
+    )
+    app = rn.current_app()
+    ip.run("await rn.current_app().start(hold, instance_id='w-1')")
+    run(until(lambda: app.get_instance("w-1").status == "waiting_for_event"))
+    run(asyncio.sleep(0.3))
+    view = InstanceView(app, "w-1")
+    view.send_event({"ok": True})
+    assert run(app.result("w-1", timeout=10)) == "went"
+    view.refresh()
+    (step,) = view.timeline.steps
+    assert step["step_id"] == "wait_event:1" and step["wait"]
+    assert step["duration_ms"] >= 300  # not the instant it was answered
+    assert step["duration"].startswith("waited ") and "µs" not in step["duration"]
+
+
+def _record_messages(widget: Any) -> list[dict[str, Any]]:
+    """Every message the widget sends to the front end, as sent (its comm is a dummy)."""
+    sent: list[dict[str, Any]] = []
+    comm_send = widget.comm.send
+
+    def send(data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        sent.append(data)
+        comm_send(data=data, metadata=metadata, buffers=buffers)
+
+    widget.comm.send = send
+    return sent
+
+
+def _count_calls(obj: Any, name: str, monkeypatch: Any) -> list[int]:
+    """Count the calls of ``obj.name`` (the real method still runs)."""
+    calls = [0]
+    real = getattr(obj, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
+STEPS = 30
+
+
+def test_a_live_view_sends_each_step_once_and_reads_no_history_per_step(
+    ip: Shell, monkeypatch: Any
+) -> None:
+    # Each step outlasts the push coalescing delay, so every step is its own push.
+    ip.run(
+        "%%activity\nasync def tick(ctx, i: int) -> int:\n"
+        "    import asyncio\n    await asyncio.sleep(0.03)\n    return i"
+    )
+    ip.run(
+        "%%workflow\nasync def ticks(ctx, n: int) -> int:\n"
+        "    for i in range(n):\n        await tick(ctx, i)\n    return n"
+    )
+    app = rn.current_app()
+    panel = rn.panel("ticks")
+    panel.fields["n"].value = STEPS
+    panel.instance_id.value = "tick-1"
+    history_reads = _count_calls(app.store, "load_history", monkeypatch)
+    panel.start_button.click()
+    view = panel.view
+    assert view is not None and view.instance_id == "tick-1"
+    sent = _record_messages(view.timeline)
+    assert run(app.result("tick-1", timeout=30)) == STEPS
+    run(until(lambda: view.status == "completed"))
+    assert [step["seq"] for step in view.timeline.steps] == list(range(1, STEPS + 1))
+    step_messages = [m["content"] for m in sent if m.get("method") == "custom"]
+    rows_sent = sum(len(message["steps"]) for message in step_messages)
+    assert rows_sent == STEPS  # each row once: not the whole history again on each step
+    assert all("steps" not in m.get("state", {}) for m in sent)
+    # Reads of the history: when the run started and when it ended, not once per step.
+    assert history_reads[0] <= 4, history_reads
+
+
+def test_a_panel_refreshes_only_for_its_own_workflow(ip: Shell, monkeypatch: Any) -> None:
+    define(ip)
+    ip.run("%%workflow\nasync def other(ctx) -> str:\n    return await pack(ctx, 'x', 1)")
+    app = rn.current_app()
+    panel = rn.panel("ship")
+    listings = _count_calls(app, "list_instances", monkeypatch)
+    run_to_end = "await rn.current_app().result(await rn.current_app().start({}))"
+    for n in range(3):
+        ip.run(run_to_end.format(f"other, instance_id='o-{n}'"))
+    run(asyncio.sleep(0.1))  # the pushes of those runs are flushed
+    assert listings[0] == 0
+    ip.run(run_to_end.format("ship, 'cup', instance_id='s-9'"))
+    run(until(lambda: panel.instances.options[:1] == (("s-9 · completed", "s-9"),)))
+    assert listings[0] >= 1

@@ -157,6 +157,9 @@ def test_click_start_and_approve_in_jupyterlab(lab: tuple[str, Path], tmp_path: 
                 what="the instance to complete",
             )
             page.locator(".romancy-status", has_text="completed").wait_for()
+            # The step rows arrive as messages (only the new ones), the wait with its time.
+            row = page.locator(".romancy-step", has_text="wait_event:1")
+            row.locator(".romancy-wait", has_text="waited").wait_for()
             start.scroll_into_view_if_needed()
             page.locator(".romancy-timeline").scroll_into_view_if_needed()
             page.screenshot(path=str(artifacts / "notebook-panel.png"))
