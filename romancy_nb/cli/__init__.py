@@ -23,6 +23,14 @@ from romancy_nb.cli.common import (
 from romancy_nb.cli.demo import demo_command
 from romancy_nb.cli.events import event_command
 from romancy_nb.cli.notebook import run_command, worker_command
+from romancy_nb.cli.travel import (
+    compare_command,
+    fork_command,
+    replay_command,
+    retry_command,
+    rewind_command,
+    rollback_command,
+)
 
 app = typer.Typer(
     name="romancy-nb",
@@ -72,6 +80,13 @@ app.command("history", cls=Command)(commands.history_command)
 app.command("cancel", cls=Command)(commands.cancel_command)
 app.command("event", cls=Command)(event_command)
 app.command("migrate", cls=Command)(commands.migrate_command)
+# Time travel (romancy_nb.cli.travel).
+app.command("replay", cls=Command)(replay_command)
+app.command("rewind", cls=Command)(rewind_command)
+app.command("rollback", cls=Command)(rollback_command)
+app.command("retry", cls=Command)(retry_command)
+app.command("fork", cls=Command)(fork_command)
+app.command("compare", cls=Command)(compare_command)
 app.command("demo", cls=Command)(demo_command)
 # Headless notebooks (romancy_nb.cli.notebook, also runnable as python -m on its own).
 app.command("run", cls=Command)(run_command)
