@@ -11,6 +11,7 @@ from romancy_nb.engine import (
     Activity,
     ActivityContext,
     App,
+    Comparison,
     HistoryChange,
     InstanceInfo,
     InstancePage,
@@ -62,6 +63,7 @@ _install_codecs()
 # The notebook layer (views, the default app) loads on first use, so that
 # ``import romancy_nb`` never imports IPython or pandas.
 _NOTEBOOK_NAMES = (
+    "compare",
     "current_app",
     "events",
     "history",
@@ -105,6 +107,7 @@ __all__ = [
     "ChannelMessageTimeoutError",
     "ChannelModeConflictError",
     "ChannelNotSubscribedError",
+    "Comparison",
     "DatabaseLockedError",
     "DeterminismViolation",
     "EventTimeoutError",
@@ -135,6 +138,7 @@ __all__ = [
     "WorkflowNotFound",
     "__version__",
     "activity",
+    "compare",
     "connect",
     "current_app",
     "events",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from romancy_nb.notebook.debug import compare
 from romancy_nb.notebook.state import current_app
 from romancy_nb.notebook.views import events, history, instances, messages, timers
 from romancy_nb.notebook.waits import wait_until
@@ -21,6 +22,7 @@ def panel(workflow: Any, app: Any = None) -> Any:
 
 
 __all__ = [
+    "compare",
     "current_app",
     "events",
     "history",

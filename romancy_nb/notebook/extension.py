@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from romancy_nb.engine import App, registry
-from romancy_nb.notebook import aio, state
+from romancy_nb.notebook import aio, debug, state
 from romancy_nb.notebook.magics import RomancyMagics
 
 MAGICS = {"cell": ("workflow", "activity", "sql"), "line": ("romancy",)}
@@ -21,6 +21,7 @@ MAGICS = {"cell": ("workflow", "activity", "sql"), "line": ("romancy",)}
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics; open the default app on the shell's loop once it exists."""
     ipython.register_magics(RomancyMagics)
+    debug.install_formatters(ipython)
 
     def open_on_shell(app: App) -> None:
         if aio.running_loop() is None and getattr(ipython, "kernel", None) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from IPython.core.error import UsageError
 
 import romancy_nb as rn
 from romancy_nb.engine import registry
+from romancy_nb.notebook import views
 from tests.notebook.conftest import Shell
 
 ACTIVITY = """
@@ -109,15 +111,60 @@ def test_romancy_list_show_history(ip: Shell) -> None:
         "await rn.current_app().result(iid)"
     )
     listing = ip.run("%romancy list")
-    assert list(listing["instance_id"]) == ["h-1"]
-    assert list(ip.run("%romancy list --status failed")["instance_id"]) == []
+    assert list(listing.columns) == [
+        "instance",
+        "workflow",
+        "status",
+        "created (UTC)",
+        "updated (UTC)",
+        "error",
+    ]
+    assert list(listing["instance"]) == ["h-1"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listing["created (UTC)"][0])
+    assert list(ip.run("%romancy list --status failed")["instance"]) == []
+    everything = ip.run("%romancy list --all")  # every column, typed
+    assert list(everything.columns) == views.INSTANCE_COLUMNS
+    assert everything["input"][0] == {"x": 3}
     history = ip.run("%romancy history h-1")
-    assert list(history["step_id"]) == ["double:1"]
-    assert history["output"][0] == 6
+    assert list(history["step"]) == ["double:1"]
+    assert history["output / error"][0] == "6"
+    assert re.fullmatch(r"\d+(\.\d)? (µs|ms|s)", history["time"][0])  # not 0 days 00:00:00…
+    typed = ip.run("%romancy history h-1 --all")
+    assert list(typed.columns) == views.HISTORY_COLUMNS and typed["output"][0] == 6
     assert ip.run("%romancy show h-1") is not None
     error = ip.fails("%romancy show nope")
     assert isinstance(error, UsageError)
     assert "nope" in str(error)
+
+
+def test_romancy_list_says_what_failed_and_history_what_was_undone(ip: Shell) -> None:
+    ip.run("%%activity\ndef book(ctx, item: str) -> str:\n    return item")
+    ip.run("%%activity --compensation-of book\ndef unbook(ctx, item: str) -> None:\n    pass")
+    ip.run(
+        "%%activity --retry 1\ndef charge(ctx) -> None:\n"
+        "    raise rn.TerminalError('card <declined>\\nsecond line')"
+    )
+    ip.run(
+        "%%workflow\nasync def trip(ctx) -> None:\n"
+        "    await book(ctx, 'hotel')\n    await charge(ctx)"
+    )
+    ip.run(
+        "try:\n    await rn.current_app().result(await rn.current_app().start(trip, "
+        "instance_id='t-1'))\nexcept rn.TerminalError:\n    pass"
+    )
+    listing = ip.run("%romancy list")
+    assert listing["status"][0] == "failed"
+    assert listing["error"][0] == "TerminalError: card <declined>"  # its first line
+    history = ip.run("%romancy history t-1")
+    assert list(history["step"]) == ["book:1", "charge:1", "compensate:book:1"]
+    assert list(history["output / error"]) == [
+        "hotel",
+        "TerminalError: card <declined>",
+        "undid book:1",
+    ]
+    error = ip.fails("%romancy list --bogus")
+    assert isinstance(error, UsageError)
+    assert "unrecognized arguments: --bogus" in str(error) and "{list,show," in str(error)
 
 
 def test_romancy_replay_shows_cached_steps_and_divergence(ip: Shell) -> None:
@@ -139,7 +186,7 @@ def test_romancy_replay_shows_cached_steps_and_divergence(ip: Shell) -> None:
     from romancy_nb.notebook.debug import replay_frame
 
     frame = replay_frame(report)
-    assert list(frame["outcome"]) == ["diverged"]
+    assert list(frame["status"]) == ["diverged"]
     assert rn.current_app().get_instance("r-1").status == "completed"  # nothing written
 
 
@@ -214,7 +261,9 @@ def test_notebook_names_are_exported(name: str) -> None:
     assert callable(getattr(rn, name))
 
 
-def test_romancy_event_wakes_a_waiting_instance(ip: Shell) -> None:
+def test_romancy_event_wakes_a_waiting_instance(
+    ip: Shell, capsys: pytest.CaptureFixture[str]
+) -> None:
     ip.run(
         "%%workflow\nasync def wait_go(ctx) -> dict:\n    return (await ctx.wait_event('go')).data"
     )
@@ -223,12 +272,17 @@ def test_romancy_event_wakes_a_waiting_instance(ip: Shell) -> None:
         "while rn.current_app().get_instance('ev-1').status != 'waiting_for_event':\n"
         "    await asyncio.sleep(0.01)"
     )
+    capsys.readouterr()
     event_id = ip.run("%romancy event go '{\"ok\": true}'")
     assert isinstance(event_id, str) and event_id
+    said = capsys.readouterr().out
+    assert f"sent event 'go' (id {event_id}, source notebook): waking ev-1" in said
     assert ip.run("await rn.current_app().result('ev-1', timeout=10)") == {"ok": True}
     events = rn.events()
     assert list(events["type"]) == ["go"]
     assert events["source"][0] == "notebook"
+    ip.run("%romancy event go")
+    assert "no instance was waiting for it" in capsys.readouterr().out
 
 
 def test_activity_options_reach_the_definition(ip: Shell) -> None:
