@@ -422,3 +422,58 @@ def test_pairing_slots_steps_only_one_run_has_after_their_predecessor() -> None:
     pairs = pair_steps(a, b)
     assert [p.step_id for p in pairs] == ["s:1", "t:1", "s:2", "u:1"]
     assert [p.differences for p in pairs] == [[], ["only b"], [], ["only b"]]
+
+
+# the states an instance can be rewound from
+
+
+async def test_rewinding_an_instance_running_here_stops_its_run_first(app: rn.App) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+
+    @rn.activity(name="tt_long")
+    async def long_step(ctx: rn.ActivityContext, label: str) -> str:
+        ledger.append(label)
+        await gate.wait()
+        return label
+
+    @rn.workflow(name="tt_long_flow")
+    async def long_flow(ctx: rn.WorkflowContext) -> str:
+        await tt_step(ctx, "one")
+        await tt_step(ctx, "two")
+        return await long_step(ctx, "long")
+
+    iid = await app.start(long_flow)
+    await eventually(lambda: "long" in ledger)
+    change = await app.rewind(iid, to="tt_step:1")  # while long_step is in flight here
+    assert change.archived == ["tt_step:2"]
+    await eventually(lambda: ledger.count("long") == 2)  # the new run reached it again
+    gate.set()
+    assert await app.result(iid) == "long"
+    assert ledger == ["one", "two", "long", "two", "long"]
+
+
+@rn.workflow
+async def tt_strict_pipeline(ctx: rn.WorkflowContext, topic: str) -> list[str]:
+    out = [await tt_step(ctx, f"{topic}-1"), await tt_step(ctx, f"{topic}-2{variant['suffix']}")]
+    await ctx.wait_event(f"go-{topic}")
+    return out
+
+
+async def test_a_diverged_instance_is_rewound_past_its_divergence(app: rn.App) -> None:
+    iid = await app.start(tt_strict_pipeline, "sx")
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+    variant["suffix"] = "-edited"
+    await app.send_event("go-sx")
+    with pytest.raises(rn.DeterminismViolation):
+        await app.result(iid)
+    report = await app.replay(iid)
+    assert report.diverged_at == "tt_step:2"
+
+    await app.rewind(iid, to="tt_step:1")  # "rewind from the diverging step", as the panel offers
+
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+    await app.send_event("go-sx")
+    assert await app.result(iid) == ["SX-1", "SX-2-EDITED"]
+    assert ledger == ["sx-1", "sx-2", "sx-2-edited"]
