@@ -4,8 +4,10 @@
 ``-p key=value`` values go into a cell inserted after the cell tagged ``parameters`` (or at
 the top), tagged ``injected-parameters``, written by papermill's translator for the
 kernel's language (so ``-p x=NaN`` becomes ``x = float('nan')``). A progress bar follows
-the cells; a failing cell is reported with its number, its first lines and the error, and
-the exit code is 1.
+the cells; a failing or timed-out cell is reported with its number, its first lines and the
+error, and the exit code is 1. The executed notebook is always written, outputs included:
+to ``-o OUT``, else beside the input as ``NB.nbconvert.ipynb`` (nbconvert's name). The
+kernel talks over IPC sockets, not unencrypted loopback TCP.
 
 ``worker --notebook`` serves a notebook's instances after its kernel is gone: it runs the
 notebook's *definition* cells in this process (``%%activity`` / ``%%workflow`` cells, with
@@ -28,6 +30,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -131,6 +134,23 @@ def _first_lines(source: str, count: int = 3) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def default_output(notebook: Path) -> Path:
+    """Where ``run`` writes the executed notebook without ``-o``: ``NB.nbconvert.ipynb``
+    beside ``NB.ipynb``, the name ``jupyter nbconvert --execute --to notebook`` uses."""
+    return notebook.with_name(f"{notebook.stem}.nbconvert.ipynb")
+
+
+def kernel_config(sockets: Path) -> Any:
+    """The kernel's channels over local IPC sockets in the folder ``sockets`` (an absolute
+    path: the kernel runs in the notebook's folder) instead of unencrypted loopback TCP,
+    which ipykernel warns about on stderr at every start. Windows has no IPC transport."""
+    from traitlets.config import Config
+
+    if sys.platform == "win32":
+        return Config()
+    return Config(KernelManager={"transport": "ipc", "ip": str(sockets / "kernel")})
+
+
 @app.command("run")
 def run_command(
     notebook: Annotated[Path, typer.Argument(help="The .ipynb file to execute.")],
@@ -140,7 +160,13 @@ def run_command(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the executed notebook (with outputs) here."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Write the executed notebook (with its outputs) here "
+            "(default: NB.nbconvert.ipynb beside NB.ipynb, as nbconvert does).",
+        ),
     ] = None,
     kernel: Annotated[
         str | None, typer.Option("--kernel", "-k", help="Kernel name (default: the notebook's).")
@@ -149,11 +175,17 @@ def run_command(
         float, typer.Option("--timeout", help="Seconds one cell may run (0: no limit).")
     ] = 0,
 ) -> None:
-    """Execute NOTEBOOK in a fresh kernel, in its own folder, like papermill."""
+    """Execute NOTEBOOK in a fresh kernel, in its own folder, like papermill.
+
+    The executed notebook, outputs included, is written to OUT (default:
+    NB.nbconvert.ipynb beside NB.ipynb), also when a cell fails or times out; the
+    failing cell is named by its number among the code cells. Exit code 1 on a failure.
+    """
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     nb = _load(notebook)
+    out = output if output is not None else default_output(notebook)
     inject_parameters(nb, parse_parameters(parameter or []), kernel)
     code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
     options: dict[str, Any] = {
@@ -162,8 +194,12 @@ def run_command(
     }
     if kernel:
         options["kernel_name"] = kernel
+    sockets = tempfile.TemporaryDirectory(prefix="romancy-nb-")
+    options["config"] = kernel_config(Path(sockets.name))
     client = NotebookClient(nb, **options)
+    running: dict[str, Any] = {}
     failed: dict[str, Any] = {}
+    broken: Exception | None = None
     console = _console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -174,12 +210,16 @@ def run_command(
     ) as progress:
         task = progress.add_task(notebook.name, total=len(code_cells))
 
+        def starting(cell: Any, cell_index: int) -> None:
+            running.update(cell=cell, index=cell_index)
+
         def executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
             progress.advance(task)
 
         def errored(cell: Any, cell_index: int, execute_reply: Any) -> None:
             failed.update(cell=cell, index=cell_index, reply=execute_reply)
 
+        client.on_cell_execute = starting
         client.on_cell_executed = executed
         client.on_cell_error = errored
         try:
@@ -187,26 +227,44 @@ def run_command(
         except CellExecutionError:
             pass
         except Exception as error:  # no such kernel, a dead kernel, a cell timeout...
-            if output is not None:
-                _write(nb, output)
-            raise _fail(f"{notebook}: {type(error).__name__}: {error}", EXIT_ERROR) from None
-    if output is not None:
-        _write(nb, output)
+            broken = error
+        finally:
+            sockets.cleanup()
+    if broken is not None and not running:  # no cell ran: the kernel did not start
+        raise _fail(f"{notebook}: {type(broken).__name__}: {broken}", EXIT_ERROR)
+    _write(nb, out)
+
+    def where(cell: Any, index: int) -> str:
+        number = code_cells.index(cell) + 1 if cell in code_cells else index + 1
+        return f"FAILED {notebook}: code cell {number} of {len(code_cells)}"
+
     if failed:
         content = failed["reply"]["content"]
-        cell = failed["cell"]
-        number = code_cells.index(cell) + 1 if cell in code_cells else failed["index"] + 1
         trace = _ANSI.sub("", "\n".join(content.get("traceback", [])[-6:]))
-        console.print(
-            f"FAILED {notebook}: code cell {number} of {len(code_cells)} raised "
-            f"{content.get('ename')}: {content.get('evalue')}\n{_first_lines(cell.source)}\n"
-            f"{trace}",
+        report = (
+            f"{where(failed['cell'], failed['index'])} raised "
+            f"{content.get('ename')}: {content.get('evalue')}\n"
+            f"{_first_lines(failed['cell'].source)}\n{trace}"
+        )
+    elif isinstance(broken, CellTimeoutError):
+        report = (
+            f"{where(running['cell'], running['index'])} timed out after {timeout:g} s "
+            f"(--timeout)\n{_first_lines(running['cell'].source)}"
+        )
+    elif broken is not None:  # the kernel died in a cell
+        report = (
+            f"{where(running['cell'], running['index'])}: {type(broken).__name__}: "
+            f"{broken}\n{_first_lines(running['cell'].source)}"
+        )
+    else:
+        _console().print(
+            f"ok: {notebook} ({len(code_cells)} code cells); executed notebook: {out}",
             markup=False,
         )
-        if output is not None:
-            console.print(f"the executed notebook, outputs included: {output}", markup=False)
-        raise typer.Exit(EXIT_ERROR)
-    _console().print(f"ok: {notebook} ({len(code_cells)} code cells)", markup=False)
+        return
+    console.print(report, markup=False)
+    console.print(f"the executed notebook, outputs included: {out}", markup=False)
+    raise typer.Exit(EXIT_ERROR)
 
 
 def _write(nb: Any, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,42 @@ def test_run_reports_the_failing_cell(tmp_path: Path) -> None:
     assert "code cell 2 of 3" in done.stderr
     assert "ZeroDivisionError" in done.stderr
     assert "y = x / 0" in done.stderr
+    beside = tmp_path / "flow.nbconvert.ipynb"
+    assert f"the executed notebook, outputs included: {beside}" in done.stderr
+    outputs = nbformat.read(beside, as_version=4).cells[1].outputs
+    assert [o["ename"] for o in outputs] == ["ZeroDivisionError"]
+
+
+def test_run_without_output_writes_the_executed_notebook_beside_it(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path, ["print('hello')"], parameters_at=None)
+    done = cli("run", str(path))
+    assert done.returncode == 0, done.stderr
+    beside = tmp_path / "flow.nbconvert.ipynb"
+    assert f"executed notebook: {beside}" in done.stdout
+    (cell,) = nbformat.read(beside, as_version=4).cells
+    assert [o["text"] for o in cell.outputs] == ["hello\n"]
+    assert "without encryption" not in done.stderr  # the kernel's TCP warning
+
+
+def test_run_names_the_cell_that_timed_out(tmp_path: Path) -> None:
+    cells = ["x = 1", "import time\ntime.sleep(600)", "print('never')"]
+    path = write_notebook(tmp_path, cells, parameters_at=None)
+    done = cli("run", str(path), "--timeout", "1")
+    assert done.returncode == 1
+    assert f"FAILED {path}: code cell 2 of 3 timed out after 1 s (--timeout)" in done.stderr
+    assert "time.sleep(600)" in done.stderr
+    assert (tmp_path / "flow.nbconvert.ipynb").exists()
+
+
+def test_quickstart_runs_twice_headless_in_one_folder(tmp_path: Path) -> None:
+    # As a user would: the second run finds o-1 and o-2 completed and runs nothing again.
+    shutil.copy(REPO / "notebooks" / "quickstart.ipynb", tmp_path)
+    for _ in range(2):
+        done = cli("run", str(tmp_path / "quickstart.ipynb"))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"ok: {tmp_path / 'quickstart.ipynb'}")
+    rows = query(tmp_path / "romancy.db", "SELECT order_id, count(*) FROM payments GROUP BY 1")
+    assert sorted(rows) == [("o-1", 1), ("o-2", 1)]
 
 
 def test_run_of_a_missing_notebook_exits_3(tmp_path: Path) -> None:
