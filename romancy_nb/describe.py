@@ -18,6 +18,7 @@ WAIT_KINDS = frozenset({"sleep", "wait_event", "receive"})
 """Step kinds that wait (for a timer, an event, a message) rather than work."""
 
 COMPENSATION_PREFIX = "compensate:"
+_MESSAGE_KINDS = frozenset({"wait_event", "receive"})
 
 
 def human_duration(seconds: float) -> str:
@@ -95,10 +96,13 @@ def error_summary(error: Any, *, first_line: bool = True) -> str:
 
 
 def step_outcome(step: StepInfo, width: int = 80) -> str:
-    """What a step gave: its error, its output, or for a compensation what it undid."""
+    """What a step gave: its error, its output (for an event or a message, its data), or
+    for a compensation what it undid."""
     if step.error:
         return short(error_summary(step.error), width)
     if step.kind == "compensation" and step.step_id.startswith(COMPENSATION_PREFIX):
         undid = f"undid {step.step_id.removeprefix(COMPENSATION_PREFIX)}"
         return short(undid if step.output is None else f"{undid} → {short(step.output)}", width)
+    if step.kind in _MESSAGE_KINDS and isinstance(step.output, dict) and "data" in step.output:
+        return short(step.output["data"], width)  # the message's envelope is in --json
     return "" if step.output is None else short(step.output, width)

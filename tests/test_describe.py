@@ -70,3 +70,5 @@ def test_a_compensation_says_what_it_undid() -> None:
     assert step_outcome(failed) == "NoRefund: too late"
     assert step_outcome(step("activity", 0, 1, output={"a": [1, 2]})) == '{"a": [1, 2]}'
     assert step_outcome(step("activity", 0, 1)) == ""
+    event = {"id": "e-1", "seq": 3, "channel": "go", "data": {"ok": True}, "metadata": {}}
+    assert step_outcome(step("wait_event", 0, 1, output=event)) == '{"ok": true}'

@@ -13,7 +13,7 @@ from IPython.core.magic_arguments import (
     magic_arguments,
     parse_argstring,
 )
-from IPython.display import display
+from IPython.display import Pretty, display
 
 from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
@@ -47,11 +47,14 @@ def _romancy_parser() -> _Parser:
     listing.add_argument("--workflow", "-w", help="only this workflow")
     listing.add_argument("--status", "-s", help="only this status")
     listing.add_argument("--limit", "-n", type=int, default=50, help="at most this many")
+    listing.add_argument("--all", action="store_true", help="every column (rn.instances())")
     sub.add_parser("show", help="one instance's panel").add_argument("instance_id")
     sub.add_parser("panel", help="a workflow's panel: form, Start, instances").add_argument(
         "workflow"
     )
-    sub.add_parser("history", help="one instance's steps (a DataFrame)").add_argument("instance_id")
+    steps = sub.add_parser("history", help="one instance's steps (a DataFrame)")
+    steps.add_argument("instance_id")
+    steps.add_argument("--all", action="store_true", help="every column (rn.history(ID))")
     sub.add_parser(
         "replay", help="re-run an instance against its history with the current code"
     ).add_argument("instance_id")
@@ -208,6 +211,10 @@ class RomancyMagics(Magics):
                 return self._config(options.db)
             app = state.current_app()
             if options.command == "list":
+                if not options.all:
+                    return views.instance_summary(
+                        options.workflow, options.status, options.limit, app=app
+                    )
                 frame = views.instances(options.workflow, options.status, app=app)
                 return frame.head(options.limit)
             if options.command == "show":
@@ -216,6 +223,8 @@ class RomancyMagics(Magics):
             if options.command == "panel":
                 return panel(options.workflow, app)
             if options.command == "history":
+                if not options.all:
+                    return views.history_summary(options.instance_id, app=app)
                 app.get_instance(options.instance_id)
                 return views.history(options.instance_id, app=app)
             if options.command == "replay":
@@ -267,8 +276,30 @@ class RomancyMagics(Magics):
     def _event(self, event_type: str, data_text: str, source: str) -> Any:
         app = state.current_app()
         data = _json_arg(data_text, "data")
-        ran, result = aio.run_or_schedule(app.send_event(event_type, data, source=source))
-        return result if ran else None
+        waiting = _waiting_for(app, event_type)  # read before: the event ends these waits
+        handle = display(Pretty(f"sending event {event_type!r}…"), display_id=True)
+
+        def done(event_id: Any, error: BaseException | None) -> None:
+            if handle is None:
+                return
+            if error is not None:
+                handle.update(Pretty(f"event {event_type!r} not sent: {error}"))
+                return
+            if waiting:
+                shown = ", ".join(waiting[:_NAMED])
+                more = f" and {len(waiting) - _NAMED} more" if len(waiting) > _NAMED else ""
+                whom = f"waking {shown}{more}, which waited for it"
+            else:
+                whom = "no instance was waiting for it"
+            handle.update(
+                Pretty(f"sent event {event_type!r} (id {event_id}, source {source}): {whom}")
+            )
+
+        ran, event_id = aio.run_or_schedule(app.send_event(event_type, data, source=source), done)
+        if ran:
+            done(event_id, None)
+            return event_id
+        return None
 
     def _config(self, db: str | None) -> Any:
         if db is None:
@@ -278,6 +309,19 @@ class RomancyMagics(Magics):
             state.close_app(previous)
         state.open_app(state.current_app())
         return {"db": state.current_app().url}
+
+
+_NAMED = 10
+"""At most this many waiting instances are named after ``%romancy event``."""
+
+
+def _waiting_for(app: Any, event_type: str) -> list[str]:
+    """The instances waiting for an event of ``event_type`` now (one indexed read)."""
+    found = app.store.read_table("waits", {"channel": event_type, "kind": "wait_event"})
+    if found is None:
+        return []
+    column = found.columns.index("instance_id")
+    return sorted({row[column] for row in found.rows})
 
 
 def _split(line: str) -> list[str]:

@@ -5,6 +5,10 @@ Python values, and a view whose table does not exist yet (an older database) is 
 frame with the same columns. Tables are read through the store protocol (``read_table``);
 this module writes no SQL.
 
+``instance_summary()`` and ``history_summary()`` are what ``%romancy list`` and ``%romancy
+history`` show: the columns people read, as text, worded as ``romancy-nb list`` and
+``romancy-nb history`` word them (``--all`` gives the typed frames above instead).
+
 ``events()``, ``timers()`` and ``messages()`` read the tables of durable waiting
 (``channel_messages`` and ``waits``): ``timers()`` is every pending wait with a deadline (a
 ``ctx.sleep``, or a ``wait_event``/``receive`` timeout); ``messages()`` is every stored
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import from_json
 
+from romancy_nb.describe import error_summary, step_duration, step_outcome, with_previous_end
 from romancy_nb.notebook.state import current_app
 
 if TYPE_CHECKING:
@@ -85,6 +90,9 @@ TIME_COLUMNS = frozenset(
     }
 )
 INT_COLUMNS = frozenset({"seq", "attempts", "id", "cursor", "run_no", "steps", "pid", "attempt"})
+SUMMARY_COLUMNS = ["instance", "workflow", "status", "created (UTC)", "updated (UTC)", "error"]
+STEP_SUMMARY_COLUMNS = ["seq", "step", "kind", "status", "tries", "time", "output / error"]
+_WHEN = "%Y-%m-%d %H:%M:%S"
 
 
 def _decode(text: Any) -> Any:
@@ -179,6 +187,55 @@ def instances(
         return _empty(INSTANCE_COLUMNS)
     frame = frame.sort_values(["created_at", "instance_id"], ascending=False)
     return frame[INSTANCE_COLUMNS].reset_index(drop=True)
+
+
+def instance_summary(
+    workflow: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    *,
+    app: App | None = None,
+) -> pd.DataFrame:
+    """Instances newest first, the columns people read: id, workflow, status, times to the
+    second (UTC), and the error's first line."""
+    import pandas as pd
+
+    page = (app or current_app()).list_instances(workflow=workflow, status=status, limit=limit)
+    rows = [
+        (
+            info.instance_id,
+            info.workflow_name,
+            info.status,
+            info.created_at.strftime(_WHEN),
+            info.updated_at.strftime(_WHEN),
+            error_summary(info.error),
+        )
+        for info in page
+    ]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS, dtype=object)
+
+
+def history_summary(iid: str, *, app: App | None = None) -> pd.DataFrame:
+    """One instance's steps as people read them: durations in words (a wait from when it
+    began to when it was answered), the output or error in one line, what a compensation
+    undid."""
+    import pandas as pd
+
+    app = app or current_app()
+    began = app.get_instance(iid).created_at
+    rows = [
+        (
+            step.seq,
+            step.step_id,
+            step.kind,
+            step.status,
+            step.attempts,
+            step_duration(step, previous_end),
+            step_outcome(step),
+        )
+        for step, previous_end in with_previous_end(app.get_history(iid), began)
+    ]
+    return pd.DataFrame(rows, columns=STEP_SUMMARY_COLUMNS)
 
 
 def history(iid: str | None = None, *, app: App | None = None) -> pd.DataFrame:
