@@ -343,3 +343,20 @@ def test_a_panel_refreshes_only_for_its_own_workflow(ip: Shell, monkeypatch: Any
     ip.run(run_to_end.format("ship, 'cup', instance_id='s-9'"))
     run(until(lambda: panel.instances.options[:1] == (("s-9 · completed", "s-9"),)))
     assert listings[0] >= 1
+
+
+def test_the_timeline_sends_new_rows_all_rows_after_a_rewind_and_on_request() -> None:
+    timeline = Timeline()
+    sent = _record_messages(timeline)
+    one, two = {"seq": 1, "step_id": "a:1"}, {"seq": 2, "step_id": "b:1"}
+    timeline.set_steps([one])
+    timeline.set_steps([one, two])  # history grew: only the new row goes
+    timeline.set_steps([one, two])  # nothing new: nothing sent
+    timeline.set_steps([one, {"seq": 2, "step_id": "c:1"}])  # rewound and re-run: all of it
+    timeline._on_msg(timeline, {"action": "snapshot"}, [])  # a view rendering asks for all
+    assert [(m["content"]["from"], m["content"]["steps"]) for m in sent] == [
+        (0, [one]),
+        (1, [two]),
+        (0, [one, {"seq": 2, "step_id": "c:1"}]),
+        (0, [one, {"seq": 2, "step_id": "c:1"}]),
+    ]
