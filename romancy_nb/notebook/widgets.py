@@ -30,6 +30,7 @@ import json
 import typing
 import weakref
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,13 +236,12 @@ class InstanceView(w.VBox):
         self._waiting_event: str | None = None
         self._waiting_timer: str | None = None
         self._status = ""
-        # What the last read saw: (status, updated_at, lock_owner), the run's start, and the
-        # last step shown, so pushed steps append without a read and a poll reads only if
-        # another process may have changed something.
+        # What the last read saw (status, updated_at, lock_owner) and the last step shown,
+        # so pushed steps append without a read and a poll reads only if another process
+        # may have changed something.
         self._seen: tuple[Any, ...] | None = None
-        self._created_at: Any = None
         self._last_seq = 0
-        self._last_end: Any = None
+        self._last_end: datetime | None = None
         super().__init__(
             [
                 self.timeline,
@@ -290,7 +290,8 @@ class InstanceView(w.VBox):
         )
         if not fresh:
             return
-        if self._pending or fresh[0].seq != self._last_seq + 1:
+        expected = range(self._last_seq + 1, self._last_seq + 1 + len(fresh))
+        if self._pending or [step.seq for step in fresh] != list(expected):
             self.refresh()  # a step recorded without a push (a wait the store answered)
             return
         self.timeline.append_steps([self._row(StepInfo.from_record(step)) for step in fresh])
@@ -321,7 +322,6 @@ class InstanceView(w.VBox):
         self._pending = False
         self._status = info.status
         self._seen = (info.status, info.updated_at, info.lock_owner)
-        self._created_at = info.created_at
         self.timeline.instance = {
             "instance_id": info.instance_id,
             "workflow_name": info.workflow_name,
