@@ -321,6 +321,57 @@ async def test_a_step_recorded_after_the_first_compensation_is_refused(app: rn.A
     assert dump(app.store, iid) == before
 
 
+# while it unwinds
+
+
+undo_gates: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+"""Per item: (the compensation began, the compensation may end), made by the test."""
+
+
+@rn.activity(transactional=False)
+async def ttr_reserve(ctx: rn.ActivityContext, item: str) -> str:
+    return item
+
+
+@ttr_reserve.compensation
+async def ttr_release(ctx: rn.ActivityContext, item: str) -> None:
+    began, may_end = undo_gates[item]
+    began.set()
+    await may_end.wait()
+
+
+@rn.workflow
+async def ttr_reserving(ctx: rn.WorkflowContext, item: str) -> str:
+    await travel_worker.ttr_step(ctx, "a")
+    await ttr_reserve(ctx, item)
+    return (await ctx.wait_event(f"ttr.{item}")).data
+
+
+async def test_changing_an_instance_while_it_rolls_back_is_refused(app: rn.App) -> None:
+    iid, item = "ttr-rolling", "rolling"
+    began, may_end = undo_gates[item] = (asyncio.Event(), asyncio.Event())
+    await app.start(ttr_reserving, item, instance_id=iid)
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+    rollback = asyncio.ensure_future(app.rollback(iid, to="ttr_step:1"))
+    await asyncio.wait_for(began.wait(), 30)
+    assert app.get_instance(iid).status == "rolling_back"
+    before = dump(app.store, iid)
+    calls = [
+        app.rewind(iid, to="ttr_step:1"),
+        app.rollback(iid, to=None),
+        app.retry(iid),
+    ]
+    for call in calls:
+        with pytest.raises(rn.InvalidWorkflowState, match="while it is rolling back"):
+            await call
+    assert dump(app.store, iid) == before
+    assert not rollback.done()  # its compensation was not disturbed
+    may_end.set()
+    change = await rollback
+    assert change.compensated == ["ttr_reserve:1"]
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+
+
 # retry and fork
 
 
