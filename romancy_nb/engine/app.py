@@ -272,11 +272,7 @@ class App:
         """A store call from the app's own bookkeeping (``blocking``: one that may wait on a
         lock itself, made from the gate's thread); a non-transient fault is raised as the
         :class:`~romancy_nb.errors.StoreError` it is (there is no run to pause)."""
-        call = self.gate.call_blocking if blocking else self.gate.call
-        try:
-            return await call(method, *args)
-        except StoreFault as fault:
-            raise fault.error from None
+        return await self.gate.request(method, *args, blocking=blocking)
 
     # listeners
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from romancy_nb.errors import InvalidWorkflowState, StepNotFound
 from romancy_nb.store.protocol import HistoryCut, StepRecord
@@ -30,6 +30,25 @@ ROLLBACK_MARKER = "@rollback"
 """The step id of a rollback's marker: ``to`` and ``seq`` of the step rolled back to."""
 
 _COMPENSATION_PREFIX = "compensate:"
+
+
+@dataclass(frozen=True)
+class HistoryChange:
+    """What a rewind, rollback or retry did to an instance's history.
+
+    ``kept`` are the steps it resumes from, ``archived`` those moved into archived run
+    ``archived_run`` (0: none; see ``app.archived_runs``), ``compensated`` the steps a
+    rollback undid, in the order their compensations ran. ``status`` is the instance's
+    status when the call returned (``running`` while it goes on).
+    """
+
+    instance_id: str
+    operation: str
+    kept: list[str]
+    archived: list[str]
+    archived_run: int
+    compensated: list[str] = field(default_factory=list)
+    status: str = "running"
 
 
 @dataclass(frozen=True)
@@ -174,6 +193,28 @@ def marker(instance_id: str, through: Target, seq: int, at: float) -> StepRecord
     )  # fmt: skip
 
 
+def rolled_back(
+    instance_id: str, history: Sequence[StepRecord], kept: Sequence[StepRecord], run_no: int
+) -> HistoryChange:
+    """The account of a finished rollback: ``history`` as it was before its cut."""
+    staying = {s.seq for s in kept}
+    ordered = sorted(history, key=lambda s: s.seq)
+    return HistoryChange(
+        instance_id,
+        "rollback",
+        [s.step_id for s in ordered if s.seq in staying],
+        [s.step_id for s in ordered if s.seq not in staying and s.kind not in UNWINDING_KINDS],
+        run_no,
+        [
+            s.step_id.removeprefix(_COMPENSATION_PREFIX)
+            for s in ordered
+            if s.kind == "compensation"
+            and s.status == "completed"
+            and s.seq > max(staying, default=0)
+        ],
+    )
+
+
 def marked_target(history: Sequence[StepRecord]) -> Target | None:
     """Where the rollback under way (its marker in ``history``) goes back to."""
     step = next((s for s in history if s.step_id == ROLLBACK_MARKER), None)
@@ -186,6 +227,7 @@ def marked_target(history: Sequence[StepRecord]) -> Target | None:
 __all__ = [
     "ROLLBACK_MARKER",
     "UNWINDING_KINDS",
+    "HistoryChange",
     "Target",
     "cut",
     "failed_tail",
@@ -193,6 +235,7 @@ __all__ = [
     "marked_target",
     "marker",
     "membership",
+    "rolled_back",
     "target",
     "undone",
 ]

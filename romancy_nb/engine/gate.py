@@ -108,6 +108,16 @@ class StoreGate:
                 await self._pause(FIRST_DELAY)
         return await self._retrying(not self._inline, method, *args, **kwargs)
 
+    async def request(self, method: Callable[..., T], *args: Any, blocking: bool = False) -> T:
+        """As :meth:`call` (``blocking``: :meth:`call_blocking`), for a caller with no run to
+        pause — a management call: a non-transient fault is raised as the
+        :class:`~romancy_nb.errors.StoreError` it is, never as the internal StoreFault."""
+        call = self.call_blocking if blocking else self.call
+        try:
+            return await call(method, *args)
+        except StoreFault as fault:
+            raise fault.error from None
+
     async def call_blocking(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """As :meth:`call`, for a call that may wait on a lock itself (migrations at open):
         always from the gate's thread, so the loop never waits with it."""

@@ -9,6 +9,7 @@ still lists every recorded step, the ones after the stop as ``not reached``.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -123,17 +124,26 @@ class ReplayReport:
     result: Any = None
     error: BaseException | None = None
     stopped_at: str | None = None
-    rows: list[ReplayStep] = field(default_factory=list)
+    journal: list[Asked] = field(default_factory=list, repr=False)
+    """What the code asked for, in order (the raw material of ``rows``)."""
+    history: list[StepRecord] = field(default_factory=list, repr=False)
+    """The history replayed against."""
+
+    @functools.cached_property
+    def rows(self) -> list[ReplayStep]:
+        """One :class:`ReplayStep` per step; built (values decoded) when first read, so a
+        replay that is only timed or checked for its outcome pays nothing for them."""
+        return _rows(self.journal, self.history)
 
     @property
     def steps(self) -> list[str]:
         """Ids of the steps history answered, in the order the code asked for them."""
-        return [row.step_id for row in self.rows if row.status == "matched"]
+        return [a.step_id for a in self.journal if a.recorded is not None and a.violation is None]
 
     @property
     def diverged_at(self) -> str | None:
         """The first diverging step's id, or None."""
-        return next((row.step_id for row in self.rows if row.status == "diverged"), None)
+        return next((a.step_id for a in self.journal if a.violation is not None), None)
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as plain dicts, one per step (the columns of a DataFrame)."""
@@ -177,7 +187,8 @@ async def replay(app: App, instance_id: str) -> ReplayReport:
         result,
         error,
         stopped_at,
-        _rows(run.journal or [], history),
+        run.journal or [],
+        history,
     )
 
 

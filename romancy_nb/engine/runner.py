@@ -110,6 +110,8 @@ class WorkflowRun:
         self.task: asyncio.Task[Outcome] | None = None
         self.rolled_back: asyncio.Event | None = None
         """Set (by ``app.rollback``) to learn when a rollback's compensations and cut are done."""
+        self.rollback_change: cuts.HistoryChange | None = None
+        """What this run's rollback kept, archived and compensated, once it is done."""
         self._input_json = input_json
         self._args = args
         self._status = status
@@ -704,10 +706,12 @@ class WorkflowRun:
                 return Outcome("failed", error=error)
             history = await self.write(self.store.load_history, self._instance_id)
             cut = cuts.cut(history, through, "rolled_back")
-            await self.write(
+            run_no = await self.write(
                 self.store.cut_history, self._instance_id, self.owner, cut, time.time()
             )
-            self._load(cuts.kept(history, through), ())
+            kept = cuts.kept(history, through)
+            self.rollback_change = cuts.rolled_back(self._instance_id, history, kept, run_no)
+            self._load(kept, ())
             self._status = "running"
             self.host.notify(self._instance_id)
             return None

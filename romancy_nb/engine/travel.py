@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar
 
 from romancy_nb.engine import cuts, ids, saga
+from romancy_nb.engine.cuts import HistoryChange
 from romancy_nb.engine.runner import WorkflowRun
+from romancy_nb.engine.signals import StoreFault
 from romancy_nb.errors import InvalidWorkflowState, WorkflowNotFound
 from romancy_nb.store.protocol import HistoryCut, InstanceRecord, StepRecord
 
@@ -31,24 +33,8 @@ if TYPE_CHECKING:
     from romancy_nb.engine.definitions import Workflow
     from romancy_nb.engine.instances import Instances
 
-
-@dataclass(frozen=True)
-class HistoryChange:
-    """What a rewind, rollback or retry did to an instance's history.
-
-    ``kept`` are the steps it resumes from, ``archived`` those moved into archived run
-    ``archived_run`` (0: none; see ``app.archived_runs``), ``compensated`` the steps a
-    rollback undid, in the order their compensations ran. ``status`` is the instance's
-    status when the call returned (``running`` while it goes on).
-    """
-
-    instance_id: str
-    operation: str
-    kept: list[str]
-    archived: list[str]
-    archived_run: int
-    compensated: list[str] = field(default_factory=list)
-    status: str = "running"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Undo(NamedTuple):
@@ -58,6 +44,20 @@ class Undo(NamedTuple):
     step_id: str
     activity: str
     compensation: str | None
+
+
+def _store_errors_as_they_are(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A management call has no run to pause: a store fault reaches its caller as the
+    :class:`~romancy_nb.errors.StoreError` it is, not as the internal StoreFault."""
+
+    @functools.wraps(operation)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await operation(*args, **kwargs)
+        except StoreFault as fault:
+            raise fault.error from None
+
+    return guarded
 
 
 class TimeTravel:
@@ -79,6 +79,7 @@ class TimeTravel:
     async def _history(self, instance_id: str) -> list[StepRecord]:
         return await self._gate.call(self._store.load_history, instance_id)
 
+    @_store_errors_as_they_are
     async def rollback_plan(self, instance_id: str, to: str | None) -> list[Undo]:
         """The compensations ``rollback(instance_id, to)`` would run, in the order it would
         run them (what the panel lists before asking to confirm). Writes nothing."""
@@ -98,6 +99,7 @@ class TimeTravel:
 
     # changing history
 
+    @_store_errors_as_they_are
     async def rewind(self, instance_id: str, to: str | None) -> HistoryChange:
         """Archive the history after ``to`` and resume from there; no compensation."""
 
@@ -106,6 +108,7 @@ class TimeTravel:
 
         return await self._change(instance_id, "rewind", decide)
 
+    @_store_errors_as_they_are
     async def retry(self, instance_id: str) -> HistoryChange:
         """Resume a failed instance from the step that failed, keeping earlier results."""
 
@@ -121,6 +124,7 @@ class TimeTravel:
 
         return await self._change(instance_id, "retry", decide)
 
+    @_store_errors_as_they_are
     async def rollback(self, instance_id: str, to: str | None) -> HistoryChange:
         """Compensate the completed steps after ``to`` (newest first), archive them and
         resume from ``to``; returns once the compensations ran and history is cut."""
@@ -144,13 +148,15 @@ class TimeTravel:
                 await asyncio.wait([waiter, run.task], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
+            if run.rollback_change is not None:  # the run's own account of its cut
+                return run.rollback_change
         return await self._rolled_back(change.instance_id)
 
     async def _rolled_back(self, iid: str) -> HistoryChange:
         """Read back what a rollback did: the archived run it made (or, if it ended failed,
         the compensations in the instance's history)."""
         record = await self._record(iid)
-        runs = await self._gate.call(self._store.archived_runs, iid)
+        runs = await self._gate.call(self._store.archived_runs, iid)  # a run elsewhere did it
         newest = runs[-1] if runs else None
         if record.status != "failed" and newest is not None and newest.status == "rolled_back":
             steps = await self._gate.call(self._store.load_archived_history, iid, newest.run_no)
@@ -163,7 +169,11 @@ class TimeTravel:
             if s.kind == "compensation" and s.status == "completed"
         ]
         forward = [s.step_id for s in steps if s.kind not in cuts.UNWINDING_KINDS]
-        kept = [s.step_id for s in await self._history(iid) if s.kind not in cuts.UNWINDING_KINDS]
+        current = [s for s in await self._history(iid) if s.kind not in cuts.UNWINDING_KINDS]
+        if run_no and newest is not None:  # only what was there up to the cut, not re-runs
+            through = next((s.seq for s in current if s.step_id == newest.cut_after), 0)
+            current = [s for s in current if s.seq <= through]
+        kept = [s.step_id for s in current]
         return HistoryChange(
             iid, "rollback", kept, forward if run_no else [], run_no, compensated, record.status
         )
@@ -193,12 +203,20 @@ class TimeTravel:
         record = await self._record(iid)  # stopping released the lease
         _refuse_unwinding(record, operation)
         with instances.claiming(iid) as free:
-            if not free or not await instances.claim_if_free(record):
+            if not free:
+                raise InvalidWorkflowState(
+                    f"cannot {operation} {iid!r}: this process is starting, waking or "
+                    "cancelling it right now; try again in a moment",
+                    instance_id=iid,
+                    worker=owner,
+                )
+            if not await instances.claim_if_free(record):
+                holder = (await self._record(iid)).lock_owner  # who won, not who held it
                 raise InvalidWorkflowState(
                     f"cannot {operation} {iid!r}: it is running in another worker "
-                    f"({record.lock_owner}); wait until it waits or ends, or cancel it",
+                    f"({holder}); wait until it waits or ends, or cancel it",
                     instance_id=iid,
-                    worker=record.lock_owner,
+                    worker=holder,
                 )
             try:
                 history = await self._history(iid)
@@ -238,6 +256,7 @@ class TimeTravel:
 
     # forking
 
+    @_store_errors_as_they_are
     async def fork(
         self,
         instance_id: str,

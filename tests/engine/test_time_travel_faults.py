@@ -12,6 +12,8 @@ lock error is retried by the store gate and the operation succeeds.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,11 +21,10 @@ from typing import Any
 import pytest
 
 import romancy_nb as rn
-from romancy_nb.engine.signals import StoreFault
 from romancy_nb.errors import DatabaseLockedError, StoreError
 from romancy_nb.store import Store
 from romancy_nb.testing import eventually
-from tests.conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY, TableReader
 from tests.faults import Arguments, FaultyStore, open_faulty
 
 TABLES = (
@@ -40,11 +41,9 @@ TABLES = (
 
 Dump = dict[str, list[tuple[Any, ...]]]
 
-RAISED = (StoreError, StoreFault)
-"""What a time-travel call raises today when the store fails under it. It should be the
-:class:`StoreError` alone, as every other management call does (``App._call``); the
-engine's internal ``StoreFault`` leaks out instead (the strict xfail below). The state
-tests accept both: what they prove is the state, not the error's class."""
+RAISED = StoreError
+"""What a time-travel call raises when the store fails under it, as every other management
+call does: the StoreError itself, never the engine's internal StoreFault."""
 
 FORWARD = ["ttf_step:1", "subscribe:1", "join_group:1", "ttf_step:2"]
 """The history of a ``ttf_flow`` waiting for its event (the wait is recorded when it ends)."""
@@ -100,14 +99,6 @@ FAULTED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=StoreFault,
-    reason="engine bug: romancy_nb/engine/travel.py calls self._gate.call directly (_record, "
-    "_history, _change's cut_history, fork's fork_instance), so a non-transient StoreError "
-    "reaches the caller as the internal StoreFault, a BaseException that `except "
-    "rn.RomancyError` misses; App._call unwraps it for every other management call",
-)
 @pytest.mark.parametrize("operation", sorted(FAULTED))
 async def test_a_store_fault_under_time_travel_reaches_the_caller_as_a_store_error(
     faulty: tuple[FaultyStore, rn.App], operation: str
@@ -120,13 +111,6 @@ async def test_a_store_fault_under_time_travel_reaches_the_caller_as_a_store_err
         await FAULTED[operation](app, iid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: TimeTravel._rolled_back (romancy_nb/engine/travel.py) computes "
-    "`kept` from the history as it is when the call returns, after the resumed run has "
-    "re-executed the later steps, so `kept` lists them too (here ttf_step:1, subscribe:1, "
-    "join_group:1, ttf_step:2 instead of ttf_step:1)",
-)
 async def test_a_rollback_reports_the_steps_it_kept_not_those_run_again_since(
     app: rn.App,
 ) -> None:
@@ -337,3 +321,51 @@ async def test_a_fork_that_fails_after_it_committed_is_run_by_this_worker(
     assert done[("ttf-fork-2", "ttf_step:1")] == 0  # copied, not run
     await app.send_event(f"{iid}.go", "go")  # the fork kept the original's input (tag)
     assert await app.result("ttf-fork-2") == ["a", "b", "go"]
+
+
+# a run in flight here, holding the write lock
+
+
+hold = threading.Event()
+"""Set by the test: ``ttf_ledger`` may commit."""
+entered = threading.Event()
+"""Set by ``ttf_ledger`` once its session holds the write lock and it waits for ``hold``."""
+
+
+@rn.activity
+def ttf_ledger(ctx: rn.ActivityContext, note: str) -> str:
+    ctx.session.execute("CREATE TABLE IF NOT EXISTS ttf_ledger (instance_id TEXT, step_id TEXT)")
+    ctx.session.execute("INSERT INTO ttf_ledger VALUES (?, ?)", (ctx.instance_id, ctx.step_id))
+    if ctx.attempt == 1 and not hold.is_set():
+        entered.set()
+        hold.wait(timeout=60)
+    return note
+
+
+@rn.workflow
+async def ttf_ledger_flow(ctx: rn.WorkflowContext) -> list[str]:
+    return [await ttf_step(ctx, "a"), await ttf_ledger(ctx, "l")]
+
+
+async def test_rewinding_a_run_in_flight_here_commits_its_transactional_step_once(
+    app: rn.App, table_rows: TableReader
+) -> None:
+    # The run is stopped while its transactional step holds the write lock in a worker
+    # thread. The rewind's cut meets that lock for real and waits (the gate) until the
+    # thread lets go; the stopped attempt's session must roll back, so the step's row is
+    # written once, by the run the rewind launched.
+    iid = "ttf-in-flight"
+    hold.clear()
+    entered.clear()
+    await app.start(ttf_ledger_flow, instance_id=iid)
+    await asyncio.to_thread(entered.wait, 60)
+    rewind = asyncio.ensure_future(app.rewind(iid, to="ttf_step:1"))
+    await eventually(lambda: iid not in app.running() or rewind.done())
+    assert not rewind.done()  # stopped, and its cut waits for the lock the thread holds
+    hold.set()
+    change = await rewind
+    assert (change.kept, change.archived) == (["ttf_step:1"], [])
+    assert await app.result(iid) == ["a", "l"]
+    assert table_rows("ttf_ledger") == [(iid, "ttf_ledger:1")]
+    assert done[(iid, "ttf_step:1")] == 1
+    assert [s.step_id for s in app.get_history(iid)] == ["ttf_step:1", "ttf_ledger:1"]
