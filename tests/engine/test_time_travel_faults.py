@@ -41,10 +41,6 @@ TABLES = (
 
 Dump = dict[str, list[tuple[Any, ...]]]
 
-RAISED = StoreError
-"""What a time-travel call raises when the store fails under it, as every other management
-call does: the StoreError itself, never the engine's internal StoreFault."""
-
 FORWARD = ["ttf_step:1", "subscribe:1", "join_group:1", "ttf_step:2"]
 """The history of a ``ttf_flow`` waiting for its event (the wait is recorded when it ends)."""
 
@@ -168,7 +164,7 @@ async def test_a_cut_that_fails_before_it_runs_leaves_the_instance_as_it_was(
     before = dump(store, iid)
     fault = store.fail("cut_history", StoreError)
 
-    with pytest.raises(RAISED, match="injected fault"):
+    with pytest.raises(StoreError, match="injected fault"):
         await CUTS[operation](app, iid)
 
     assert fault.hits == 1
@@ -195,7 +191,7 @@ async def test_a_cut_that_fails_after_it_committed_leaves_the_new_state_and_goes
     kept = [row for row in before["workflow_history"] if row[2] == "ttf_step:1"]
     first = store.fail("cut_history", StoreError, after=True)
 
-    with pytest.raises(RAISED, match="injected fault"):
+    with pytest.raises(StoreError, match="injected fault"):
         await CUTS[operation](app, iid)
 
     assert first.hits == 1
@@ -232,7 +228,7 @@ async def test_a_retry_whose_cut_fails_leaves_the_instance_failed(
     before = dump(store, iid)
     store.fail("cut_history", StoreError)
 
-    with pytest.raises(RAISED, match="injected fault"):
+    with pytest.raises(StoreError, match="injected fault"):
         await app.retry(iid)
 
     assert dump(store, iid) == before
@@ -289,7 +285,7 @@ async def test_a_fork_that_fails_writes_nothing_and_leaves_the_original_alone(
     original = dump(store, iid)
     store.fail("fork_instance", StoreError)
 
-    with pytest.raises(RAISED, match="injected fault"):
+    with pytest.raises(StoreError, match="injected fault"):
         await app.fork(iid, at="ttf_step:2", instance_id="ttf-fork-1")
 
     assert all(rows == [] for rows in dump(store, "ttf-fork-1").values())
@@ -311,7 +307,7 @@ async def test_a_fork_that_fails_after_it_committed_is_run_by_this_worker(
     original = dump(store, iid)
     store.fail("fork_instance", StoreError, after=True)
 
-    with pytest.raises(RAISED, match="injected fault"):
+    with pytest.raises(StoreError, match="injected fault"):
         await app.fork(iid, at="ttf_step:2", instance_id="ttf-fork-2")
 
     await eventually(lambda: app.get_instance("ttf-fork-2").status == "waiting_for_event")
