@@ -4,8 +4,11 @@ Open a notebook, run its cells, click Start in the workflow panel, then Approve,
 the instance completed in the store. The screenshot is kept as an artifact: in
 ``$ROMANCY_ARTIFACTS`` if set, else in the test's ``tmp_path``.
 
-Playwright cannot download browsers here: it drives ``/usr/bin/chromium`` (``scripts/test.sh``
-installs the ``chromium`` package when it is missing).
+The browser is a Chromium found on the machine (see :func:`chromium`): Debian's
+``/usr/bin/chromium`` (``scripts/test.sh`` installs the package where apt-get can), one on
+the PATH or in /Applications, Playwright's own (``python -m playwright install chromium``),
+or ``$ROMANCY_CHROMIUM``. Without any, the test is skipped with the reason and the ways to
+get one — unless ``$ROMANCY_REQUIRE_BROWSER`` is set (CI), where it fails instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +31,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from tests.notebooks.kernels import eventually, query
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_COMMANDS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_APPS = (
+    Path("/Applications/Chromium.app/Contents/MacOS/Chromium"),
+    Path("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"),
+)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -44,6 +52,35 @@ CELLS = [
     "    return item + (' approved' if event.data['approved'] else ' rejected')",
     "rn.panel('approve_me')",
 ]
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """A Chromium to drive; asked for before ``lab``, so a skip starts no JupyterLab."""
+    from playwright.sync_api import sync_playwright
+
+    given = os.environ.get("ROMANCY_CHROMIUM")
+    if given:
+        assert Path(given).is_file(), f"ROMANCY_CHROMIUM={given} is not a file"
+        return Path(given)
+    with sync_playwright() as playwright:
+        managed = Path(playwright.chromium.executable_path)
+    found = [Path("/usr/bin/chromium")]
+    found += [Path(path) for name in CHROMIUM_COMMANDS if (path := shutil.which(name))]
+    found += [*CHROMIUM_APPS, managed]
+    for path in found:
+        if path.is_file():
+            return path
+    reason = (
+        "no Chromium on this machine (looked at "
+        + ", ".join(str(path) for path in found)
+        + "): install one (Debian/Ubuntu: apt-get install chromium; macOS: brew install "
+        "--cask chromium; anywhere: python -m playwright install chromium) or set "
+        "ROMANCY_CHROMIUM=/path/to/chromium"
+    )
+    if os.environ.get("ROMANCY_REQUIRE_BROWSER"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -124,16 +161,17 @@ def run_all_cells(page: Any) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
 
-def test_click_start_and_approve_in_jupyterlab(lab: tuple[str, Path], tmp_path: Path) -> None:
+def test_click_start_and_approve_in_jupyterlab(
+    chromium: Path, lab: tuple[str, Path], tmp_path: Path
+) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    assert CHROMIUM.exists(), "install Debian's chromium package (scripts/test.sh does)"
     url, work = lab
     artifacts = Path(os.environ.get("ROMANCY_ARTIFACTS") or tmp_path)
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.set_default_timeout(120_000)
         try:
