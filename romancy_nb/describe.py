@@ -44,9 +44,9 @@ def wait_began(step: StepInfo, previous_end: datetime | None) -> datetime:
     """When a wait step began waiting.
 
     The stored ``started_at`` when it is before ``finished_at``; else the end of the step
-    before it (``previous_end``: the workflow reaches its next step at once). Stores up to
-    now record a wait that ended as ``started_at == finished_at`` (the moment it was
-    answered), so the start is inferred for those rows.
+    before it (``previous_end``: the workflow reaches its next step at once). Databases
+    written before 2026-12-02 recorded a wait that ended as ``started_at == finished_at``
+    (the moment it was answered), so the start is inferred for those rows.
     """
     if step.started_at < step.finished_at or previous_end is None:
         return step.started_at

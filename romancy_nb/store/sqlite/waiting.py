@@ -174,20 +174,17 @@ class WaitingQueries:
         output: str,
         now: float,
     ) -> StepRecord:
+        # A wait's step spans the wait: from when it was registered (now, if it is
+        # answered as it is asked) to now.
+        registered: list[tuple[Any, ...]] = db.execute(
+            "SELECT created_at FROM waits WHERE instance_id = ? AND step_id = ?",
+            (instance_id, wait.step_id),
+        ).fetchall()
+        began = min(registered[0][0], now) if registered else now
         step = StepRecord(
-            instance_id,
-            seq,
-            wait.step_id,
-            wait.kind,
-            wait.name,
-            status,
-            wait.input,
-            output,
-            None,
-            1,
-            now,
-            now,
-        )
+            instance_id, seq, wait.step_id, wait.kind, wait.name, status, wait.input, output,
+            None, 1, began, now,
+        )  # fmt: skip
         self._insert_step(db, step)
         db.execute(
             "DELETE FROM waits WHERE instance_id = ? AND step_id = ?",
