@@ -73,12 +73,19 @@ def retry_policy(attempts: int | None, interval: float | None) -> RetryPolicy | 
 
 
 def define_workflow(
-    shell: Any, cell: str, *, name: str | None, event_handler: bool
+    shell: Any,
+    cell: str,
+    *,
+    name: str | None,
+    event_handler: bool,
+    on_divergence: str | None = None,
 ) -> Workflow[Any, Any]:
     fn = run_cell_source(shell, cell)
     try:
-        wf: Workflow[Any, Any] = workflow(fn, name=name, event_handler=event_handler)
-    except TypeError as error:
+        wf: Workflow[Any, Any] = workflow(
+            fn, name=name, event_handler=event_handler, on_divergence=on_divergence
+        )
+    except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     shell.user_ns[fn.__name__] = wf
     return wf

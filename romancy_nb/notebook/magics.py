@@ -13,14 +13,14 @@ from IPython.core.magic_arguments import (
     magic_arguments,
     parse_argstring,
 )
-from IPython.display import Pretty, display
+from IPython.display import HTML, Pretty, display
 
 from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
-from romancy_nb.notebook import aio, cells, debug, state, views
+from romancy_nb.notebook import aio, cells, debug, state, travel, views
 from romancy_nb.notebook.widgets import InstanceView, panel
 
-COMMANDS = ("list", "show", "panel", "history", "replay", "cancel", "event", "config")
+_TIME_TRAVEL = ("rewind", "rollback", "fork", "retry", "compare")
 
 
 class _Parser(MagicArgumentParser):
@@ -65,6 +65,7 @@ def _romancy_parser() -> _Parser:
     event.add_argument("type")
     event.add_argument("data", nargs="?", default="null", help="JSON (default null)")
     event.add_argument("--source", default="notebook")
+    travel.add_commands(sub, _json_arg)
     config = sub.add_parser("config", help="show or change the app's settings")
     config.add_argument("--db", metavar="PATH", help="bind the default app to this database")
     return parser
@@ -136,6 +137,12 @@ class RomancyMagics(Magics):
         "of positional ones) and show its panel",
     )
     @argument("--id", dest="instance_id", help="instance id for --start (idempotency key)")
+    @argument(
+        "--on-divergence",
+        choices=("error", "rewind"),
+        help="when an edit no longer matches a run's history: stop it (error) or keep the "
+        "matched steps and re-run from the first diverging one (rewind); default: the app's",
+    )
     @cell_magic
     def workflow(self, line: str, cell: str) -> Any:
         """Define (or redefine) a workflow: the cell is an ``async def``, registered as is.
@@ -146,7 +153,11 @@ class RomancyMagics(Magics):
         options = parse_argstring(self.workflow, line)
         previous = registry.find_workflow(options.name or cells.function_name(cell))
         wf = cells.define_workflow(
-            self.shell, cell, name=options.name, event_handler=options.event_handler
+            self.shell,
+            cell,
+            name=options.name,
+            event_handler=options.event_handler,
+            on_divergence=options.on_divergence,
         )
         if previous is not None and previous.code_version != wf.code_version:
             _note_new_version(wf, previous.code_version)
@@ -204,7 +215,7 @@ class RomancyMagics(Magics):
     @line_magic
     def romancy(self, line: str) -> Any:
         """``%romancy list|show ID|panel WORKFLOW|history ID|replay ID|cancel ID|event TYPE JSON|
-        config``"""
+        rewind ID STEP|rollback ID STEP|fork ID|retry ID|compare A B|config``"""
         options = _romancy_parser().parse_args(_split(line))
         try:
             if options.command == "config":  # before current_app(): it creates the file
@@ -231,8 +242,10 @@ class RomancyMagics(Magics):
                 return self._replay(options.instance_id)
             if options.command == "cancel":
                 return self._cancel(options.instance_id, options.reason)
+            if options.command in _TIME_TRAVEL:
+                return travel.run(options)
             return self._event(options.type, options.data, options.source)
-        except RomancyError as error:
+        except (RomancyError, ValueError) as error:
             raise UsageError(str(error)) from None
 
     def _cancel(self, iid: str, reason: str) -> Any:
@@ -262,14 +275,12 @@ class RomancyMagics(Magics):
             if error is not None:
                 handle.update(f"{iid}: replay failed: {error}")
             else:
-                print(debug.summary(report))
-                handle.update(debug.replay_frame(report))
+                handle.update(HTML(debug.report_html(report)))
 
         ran, report = aio.run_or_schedule(app.replay(iid), done)
         if ran:
-            print(debug.summary(report))
             if handle is not None:
-                handle.update(debug.replay_frame(report))
+                handle.update(HTML(debug.report_html(report)))
             return report
         return None
 
