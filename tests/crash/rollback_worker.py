@@ -6,7 +6,8 @@ Usage: python rollback_worker.py DB_URL MODE [SLEEP_SECONDS]
 ``ledger`` through ``ctx.session`` and its compensation writes an ``undo`` row the same way,
 so every committed side effect of a step or an undo is one row, in commit order.
 Compensations are slow (``SLEEP`` outside their transaction and again inside it) so that a
-SIGKILL can land between two of them, or in the middle of one.
+SIGKILL can land between two of them, or in the middle of one; steps take ``SLEEP / 2`` in
+their transaction, so a kill soon after the last undo lands in the re-run.
 
 MODE ``start`` runs instance ``rb-1`` to completion; ``rollback`` rolls the completed
 instance back to ``rb_step:2`` (compensating steps 6..3, then running them again);
@@ -42,6 +43,7 @@ def _write(ctx: rn.ActivityContext, kind: str, n: int) -> None:
 @rn.activity
 def rb_step(ctx: rn.ActivityContext, n: int) -> int:
     _write(ctx, "do", n)
+    time.sleep(SLEEP / 2)  # in the transaction: a kill after the last undo lands in the re-run
     return n
 
 

@@ -6,7 +6,8 @@ The worker (``rollback_worker.py``) first runs ``rb-1`` (six transactional steps
 ``ctx.session``, in the same transaction as their history record, and are slow enough that
 the test kills the worker between two of them. Fresh workers resume the rollback from
 ``App.open``'s recovery (the instance is ``rolling_back`` with a dead lock holder), some of
-them killed again, blind or after progress; a last one runs it to the end.
+them killed again, blind or after progress, the last of them soon after the last undo (in
+the final cut or the re-run of steps 3..6); a last one runs it to the end.
 
 The ledger has no UNIQUE constraint: an undo that committed twice, ran out of order, or a
 kept step that ran again would show as an extra or misplaced row. It must read: the six
@@ -86,6 +87,14 @@ def test_rollback_killed_between_compensations_undoes_each_step_once_in_reverse(
     def undos() -> int:
         return sum(1 for row in table_rows("ledger") if row[0] == "undo")
 
+    def status() -> str:
+        reader = open_store(store_url)
+        try:
+            record = reader.get_instance(INSTANCE)
+            return record.status if record is not None else "none"
+        finally:
+            reader.close()
+
     def log(n: int) -> str:
         return (logs / f"worker-{n}.err").read_text()
 
@@ -105,7 +114,8 @@ def test_rollback_killed_between_compensations_undoes_each_step_once_in_reverse(
         # Kill phase. Round 1 rolls back and is killed after its first or second undo row;
         # later rounds resume the rollback and are killed after one more undo row or, every
         # third round on average, blind (0.05-0.6 s after the spawn: in start-up, recovery,
-        # or the middle of a compensation). It ends once at most one undo is left.
+        # or the middle of a compensation). It ends once every undo is in: the kill after
+        # the last one lands in the final cut, the re-run, or after the worker finished.
         kills_mid_rollback = 0
         rounds = 1
         while rounds <= MAX_ROUNDS:
@@ -135,12 +145,12 @@ def test_rollback_killed_between_compensations_undoes_each_step_once_in_reverse(
             kills_mid_rollback += mid
             print(
                 f"round {rounds}: {'blind' if blind else 'after progress'} kill at "
-                f"+{delay:.3f} s, alive={alive}, exit={code}, undo rows {done} -> {after}"
-                f"{' (mid-rollback)' if mid else ''}"
+                f"+{delay:.3f} s, alive={alive}, exit={code}, undo rows {done} -> {after}, "
+                f"left {status()}{' (mid-rollback)' if mid else ''}"
             )
             assert code == (-signal.SIGKILL if alive else 0), log(rounds)
             rounds += 1
-            if not alive or after >= len(UNDONE) - 1:
+            if not alive or after >= len(UNDONE):
                 break
         assert kills_mid_rollback >= 1, (
             f"no kill landed between two compensations (seed {seed}); "
