@@ -365,3 +365,30 @@ async def test_rewinding_a_run_in_flight_here_commits_its_transactional_step_onc
     assert table_rows("ttf_ledger") == [(iid, "ttf_ledger:1")]
     assert done[(iid, "ttf_step:1")] == 1
     assert [s.step_id for s in app.get_history(iid)] == ["ttf_step:1", "ttf_ledger:1"]
+
+
+@pytest.mark.parametrize("operation", sorted(CUTS))
+async def test_a_fault_after_the_cut_while_relaunching_leaves_no_lease_without_a_run(
+    faulty: tuple[FaultyStore, rn.App], operation: str
+) -> None:
+    # The cut committed, then reading the instance back to relaunch it fails: the caller
+    # is told, and the instance is leased to this worker with no run — which this worker's
+    # recovery finds and resumes, as it does any lease it holds without a run.
+    store, app = faulty
+    iid = f"ttf-relaunch-{operation}"
+    await _waiting(app, iid)
+    fault = store.fail(
+        "load_attempts", StoreError, when=lambda arguments: arguments["instance_id"] == iid
+    )
+
+    with pytest.raises(StoreError, match="injected fault"):
+        await CUTS[operation](app, iid)
+
+    assert fault.hits == 1
+    await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+    runs = [(r.status, r.cut_after) for r in app.archived_runs(iid)]
+    assert runs == [("rewound" if operation == "rewind" else "rolled_back", "ttf_step:1")]
+    assert [s.step_id for s in app.get_history(iid)] == FORWARD
+    assert undone[(iid, "compensate:ttf_step:2")] == (1 if operation == "rollback" else 0)
+    assert done[(iid, "ttf_step:2")] == 2
+    assert app.get_instance(iid).lock_owner is None
