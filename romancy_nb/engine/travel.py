@@ -38,8 +38,9 @@ T = TypeVar("T")
 
 
 class Undo(NamedTuple):
-    """One compensation a rollback would run: the step, its activity and its compensation
-    (None: the activity is not defined in this process, so the undo would fail)."""
+    """One compensation a rollback would run: the step, its activity and its compensation's
+    function name (None: the activity is not defined in this process, so the undo would
+    fail)."""
 
     step_id: str
     activity: str
@@ -92,7 +93,7 @@ class TimeTravel:
             Undo(
                 step.step_id,
                 step.name,
-                activity.compensator.name if activity and activity.compensator else None,
+                activity.compensator.fn.__name__ if activity and activity.compensator else None,
             )
             for step, activity in saga.pending(later, self._instances.registry)
         ]

@@ -123,7 +123,7 @@ def test_rewind_leaves_the_instance_to_resume_with_the_current_code(
 def test_rollback_lists_the_compensations_and_asks_first(module: Path, db_path: Path) -> None:
     iid = _completed(db_path)
     refused = typed(db_path, module, ["rollback", iid, "cli_tt_step:1"], "n\n")
-    assert refused.exit_code == 1 and "cli_tt_step.compensation for cli_tt_step:3" in refused.output
+    assert refused.exit_code == 1 and "cli_tt_undo for cli_tt_step:3" in refused.output
     with store(db_path) as app:
         assert app.get_instance(iid).status == "completed"
     done = typed(db_path, module, ["rollback", iid, "cli_tt_step:1"], "y\n")

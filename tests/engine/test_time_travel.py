@@ -228,8 +228,8 @@ async def test_rollback_runs_exactly_the_later_compensations_in_reverse_order(
     assert await app.result(iid) == "O1-SHIP"
     plan = await app.rollback_plan(iid, to="tt_step:1")
     assert [(u.step_id, u.compensation) for u in plan] == [
-        ("tt_reserve:3", "tt_reserve.compensation"),
-        ("tt_reserve:2", "tt_reserve.compensation"),
+        ("tt_reserve:3", "tt_release"),
+        ("tt_reserve:2", "tt_release"),
     ]
     ledger.clear()
 
