@@ -193,10 +193,11 @@ def cancel_command(
         if undone:
             out.print(render.history_table(undone, title="compensations"))
         return
-    holder = after.lock_owner or "another worker"
+    # The holder may finish cancelling before we read it back: name who held it then.
+    holder = after.lock_owner or info.lock_owner or "another worker"
     out.print(
         f"cancellation requested: {holder} holds {instance_id} and will cancel it at its next "
-        f"sweep (status now: {new_status})"
+        f"sweep (status now: {after.status})"
     )
 
 
