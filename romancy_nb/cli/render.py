@@ -130,6 +130,8 @@ def instance_table(info: rn.InstanceInfo) -> Table:
         table.add_row("cancel reason", info.cancel_reason)
     if info.code_version:
         table.add_row("code version", info.code_version)
+    if info.forked_from:
+        table.add_row("forked from", f"{info.forked_from} at {info.forked_at or 'its start'}")
     table.add_row("input", short(info.input, 2000))
     if info.output is not None or info.status == "completed":
         table.add_row("output", short(info.output, 2000))

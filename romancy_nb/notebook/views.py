@@ -46,6 +46,8 @@ INSTANCE_COLUMNS = [
     "code_version",
     "created_at",
     "updated_at",
+    "forked_from",
+    "forked_at",
 ]
 HISTORY_COLUMNS = [
     "instance_id",

@@ -156,3 +156,20 @@ def test_retry_fork_and_compare(
     assert [row["differs"] for row in rows] == ["", "", ""]  # the fork re-ran step 3 alike
     bad = cli("--db", str(db_path), "fork", "f-1", "--input", "[1]")
     assert bad.exit_code == 2 and "JSON object" in bad.output
+
+
+@pytest.mark.sqlite_only
+def test_get_shows_where_a_fork_came_from(module: Path, db_path: Path) -> None:
+    iid = _completed(db_path)
+    assert (
+        cli("--db", str(db_path), "fork", iid, "--at", "cli_tt_step:1", "--id", "g-2").exit_code
+        == 0
+    )
+    shown = cli("--db", str(db_path), "get", "g-2")
+    assert (
+        shown.exit_code == 0
+        and "forked from" in shown.output
+        and "t-1 at cli_tt_step:1" in shown.output
+    )
+    as_json = json.loads(cli("--db", str(db_path), "get", "g-2", "--json").output)
+    assert (as_json["forked_from"], as_json["forked_at"]) == ("t-1", "cli_tt_step:1")

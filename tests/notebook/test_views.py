@@ -150,3 +150,16 @@ async def test_timers_messages_and_events_views(db_path: Path) -> None:
         assert list(events["type"]) == ["order.paid"]
         assert events["source"][0] == "shop"
         assert events["data"][0] == {"order": 7}
+
+
+async def test_a_fork_shows_its_lineage(db_path: Path) -> None:
+    async with rn.App(db_path) as app:
+        await app.result(await app.start(views_flow, 4, instance_id="v-orig"))
+        fork = await app.fork("v-orig", at="flaky_square:1", instance_id="v-fork")
+        await app.result(fork)
+        frame = rn.instances(app=app).set_index("instance_id")
+        assert frame.loc["v-fork", ["forked_from", "forked_at"]].tolist() == [
+            "v-orig",
+            "flaky_square:1",
+        ]
+        assert frame.loc["v-orig", ["forked_from", "forked_at"]].isna().all()
