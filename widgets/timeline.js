@@ -5,8 +5,9 @@
 // asks for all rows when it renders ({action: "snapshot"}) and again if a message does not
 // follow on from the rows it has.
 // Per-step buttons send {action, step_id} messages back; Python decides what they do, so
-// new per-step actions (rewind, roll back to here) need no change here: list them in
-// `actions` and register a handler in Python.
+// new per-step actions need no change here: list them in `actions` and register a handler
+// in Python (InstanceView.add_step_action; rewind / roll back / fork from here are such).
+// A row whose `actionable` is false (a compensation, a rollback marker) gets no buttons.
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -79,9 +80,10 @@ function render({ model, el: root }) {
         el("td", { class: step.error ? "romancy-error" : "romancy-detail" }, step.error || step.output || ""),
       );
       if (actions.length) {
-        row.append(el("td", {}, ...actions.map((action) =>
+        const buttons = step.actionable === false ? [] : actions.map((action) =>
           el("button", { class: "romancy-step-action", onclick: () => send(action.name, { step_id: step.step_id }) },
-            action.label))));
+            action.label));
+        row.append(el("td", { class: "romancy-step-actions" }, ...buttons));
       }
       return row;
     });

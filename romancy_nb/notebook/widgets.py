@@ -6,9 +6,12 @@ only the new ones (see :class:`Timeline`). Buttons are ipywidgets, so the same o
 driven from Python in tests (``panel.start_button.click()``). Text from the user or the store
 that goes into an HTML widget is escaped.
 
-Per-step actions (rewind / roll back to a step) plug in with
-``InstanceView.add_step_action(name, label, handler)``: the timeline shows a button on every
-step and calls ``handler(view, step_id)``. The timer and event controls appear while the
+Per-step actions plug in with ``InstanceView.add_step_action(name, label, handler)``: the
+timeline shows a button on every step but the compensations and calls
+``handler(view, step_id)``. Time travel is three such actions — rewind, roll back (after a
+confirmation that lists the compensations) and fork from here — plus Retry on a failed
+instance and, on a run that diverged from its history, the diff and a rewind to before the
+diverging step (see :class:`InstanceView`). The timer and event controls appear while the
 instance waits on a timer or an event: Send / Approve / Reject call ``app.send_event``,
 "fire now" calls ``app.fire_timer(instance_id, step_id)``.
 
@@ -29,7 +32,7 @@ import inspect
 import json
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,16 @@ from romancy_nb.describe import (
     step_outcome,
     step_seconds,
 )
-from romancy_nb.engine import App, InstanceInfo, StepInfo, Workflow
+from romancy_nb.engine import (
+    App,
+    HistoryChange,
+    InstanceInfo,
+    ReplayReport,
+    StepInfo,
+    Undo,
+    Workflow,
+)
+from romancy_nb.engine.cuts import UNWINDING_KINDS
 from romancy_nb.errors import WorkflowNotFound
 from romancy_nb.notebook import aio, state
 from romancy_nb.store import StepRecord
@@ -69,6 +81,19 @@ def asset(name: str) -> Path:
 def _red(text: str) -> str:
     """``text`` (from the user or the store: escaped) as a red line of an HTML widget."""
     return f"<span style='color:#b71c1c'>{html.escape(text)}</span>" if text else ""
+
+
+def _note(text: str) -> str:
+    """``text`` (escaped) as a plain line of an HTML widget: what an action did."""
+    return f"<span style='color:#1b5e20'>{html.escape(text)}</span>" if text else ""
+
+
+def _code(text: str) -> str:
+    return f"<code>{html.escape(text)}</code>"
+
+
+def _steps(ids: Sequence[str]) -> str:
+    return ", ".join(ids) if ids else "none"
 
 
 class Timeline(anywidget.AnyWidget):
@@ -205,7 +230,15 @@ _live = _Live()
 
 
 class InstanceView(w.VBox):
-    """One instance: its timeline, Cancel, and the timer / event controls while it waits."""
+    """One instance: its timeline, Cancel, and the timer / event controls while it waits.
+
+    Time travel: every step of the timeline (not the compensations) has "rewind to here",
+    "roll back to here" (lists the compensations it would run, then asks to confirm) and
+    "fork from here" (a form with the instance's input to edit, then Fork); a failed
+    instance has Retry; a run whose code diverged from its history shows the diverging
+    step with its diff and offers to rewind to the step before it. Each calls the app's
+    method of that name on the kernel's loop and says in the message line what it did.
+    """
 
     def __init__(self, app: App, instance_id: str, *, pending: bool = False) -> None:
         self.app = app
@@ -224,7 +257,40 @@ class InstanceView(w.VBox):
         self.event_box = w.VBox(
             [self.event_data, w.HBox([self.send_button, self.approve_button, self.reject_button])]
         )
+        self.retry_button = w.Button(
+            description="Retry", icon="redo", tooltip="resume from the step that failed"
+        )
+        # The roll back confirmation: the plan, Confirm and Cancel (which changes nothing).
+        self.confirm_text = w.HTML()
+        self.confirm_button = w.Button(description="Confirm", button_style="danger")
+        self.dismiss_button = w.Button(description="Cancel")
+        self.confirm_box = w.VBox(
+            [self.confirm_text, w.HBox([self.confirm_button, self.dismiss_button])]
+        )
+        # The fork form: its fields are built when "fork from here" is clicked.
+        self.fork_title = w.HTML()
+        self.fork_form: _Form | None = None
+        self.fork_id = w.Text(placeholder="new instance id (optional)", description="id")
+        self.fork_button = w.Button(description="Fork", button_style="primary", icon="code-fork")
+        self.fork_dismiss_button = w.Button(description="Cancel")
+        self.fork_box = w.VBox()
+        self.forked: str | None = None
+        self.show_fork_button = w.Button(description="show the fork", icon="eye")
+        self.fork_view: InstanceView | None = None
+        self.fork_detail = w.VBox()
+        self.divergence = w.HTML()
+        self.divergence_button = w.Button(
+            description="Rewind from the diverging step", button_style="warning", icon="undo"
+        )
+        self.divergence_box = w.VBox([self.divergence, self.divergence_button])
         self.cancel_button.on_click(lambda _: self.cancel())
+        self.retry_button.on_click(lambda _: self.retry())
+        self.confirm_button.on_click(lambda _: self.confirm_rollback())
+        self.dismiss_button.on_click(lambda _: self.dismiss_rollback())
+        self.fork_button.on_click(lambda _: self.fork())
+        self.fork_dismiss_button.on_click(lambda _: self.dismiss_fork())
+        self.show_fork_button.on_click(lambda _: self.show_fork())
+        self.divergence_button.on_click(lambda _: self.rewind_divergence())
         self.fire_button.on_click(lambda _: self.fire_timer())
         self.send_button.on_click(lambda _: self.send_event())
         self.approve_button.on_click(lambda _: self.send_event({"approved": True}))
@@ -232,7 +298,23 @@ class InstanceView(w.VBox):
         # Hidden until a refresh finds the instance waiting on a timer or an event.
         self.timer_box.layout.display = "none"
         self.event_box.layout.display = "none"
+        for hidden in (
+            self.retry_button,
+            self.confirm_box,
+            self.fork_box,
+            self.show_fork_button,
+            self.divergence_box,
+        ):
+            hidden.layout.display = "none"
         self._step_actions: dict[str, Callable[[InstanceView, str], Any]] = {}
+        self._rollback_to: str | None = None  # the step a shown confirmation would roll to
+        self._fork_at: str | None = None
+        # The divergence check replays the instance once per (updated_at, code generation)
+        # it looks diverged in. diverged_at: the step the replay diverged at, if it did;
+        # _diverged_before: the step a rewind from there goes to (None: the start).
+        self._replayed: tuple[Any, ...] | None = None
+        self.diverged_at: str | None = None
+        self._diverged_before: str | None = None
         self._waiting_event: str | None = None
         self._waiting_timer: str | None = None
         self._status = ""
@@ -245,12 +327,20 @@ class InstanceView(w.VBox):
         super().__init__(
             [
                 self.timeline,
+                self.divergence_box,
                 self.timer_box,
                 self.event_box,
-                w.HBox([self.cancel_button]),
+                w.HBox([self.cancel_button, self.retry_button]),
+                self.confirm_box,
+                self.fork_box,
                 self.message,
+                self.show_fork_button,
+                self.fork_detail,
             ]
         )
+        self.add_step_action("rewind", "rewind to here", InstanceView.rewind_to)
+        self.add_step_action("rollback", "roll back to here", InstanceView.roll_back_to)
+        self.add_step_action("fork", "fork from here", InstanceView.fork_from)
         self.refresh()
         _live.watch(self)
 
@@ -259,13 +349,24 @@ class InstanceView(w.VBox):
     def add_step_action(
         self, name: str, label: str, handler: Callable[[InstanceView, str], Any]
     ) -> None:
-        """Show a ``label`` button on every step; a click calls ``handler(view, step_id)``."""
+        """Show a ``label`` button on every step but the compensations; a click calls
+        ``handler(view, step_id)``. A ``name`` already added is replaced in place."""
         self._step_actions[name] = handler
-        self.timeline.actions = [*self.timeline.actions, {"name": name, "label": label}]
-        self.timeline.on_action(name, lambda content: self.step_action(name, content["step_id"]))
+        action = {"name": name, "label": label}
+        actions = [a if a["name"] != name else action for a in self.timeline.actions]
+        self.timeline.actions = actions if action in actions else [*actions, action]
+        self.timeline.on_action(name, lambda content: self._clicked(name, content))
 
     def step_action(self, name: str, step_id: str) -> Any:
         return self._step_actions[name](self, step_id)
+
+    def _clicked(self, name: str, content: dict[str, Any]) -> None:
+        """A step button clicked in the browser: its error goes to the message line (a
+        comm handler's exception would only reach the kernel's log)."""
+        try:
+            self.step_action(name, str(content["step_id"]))
+        except Exception as error:
+            self.show_message(f"{name} failed: {error}")
 
     # state
 
@@ -278,6 +379,10 @@ class InstanceView(w.VBox):
 
     def show_message(self, text: str) -> None:
         self.message.value = _red(text)
+
+    def show_note(self, text: str) -> None:
+        """Say what an action did (not an error)."""
+        self.message.value = _note(text)
 
     def pushed(self, steps: dict[str, list[StepRecord]], runs: set[str]) -> None:
         """Show what this process just recorded (see ``_Live``)."""
@@ -336,6 +441,8 @@ class InstanceView(w.VBox):
         final = info.status in FINAL
         self.cancel_button.disabled = final
         self.cancel_button.layout.display = "none" if final else ""  # nothing left to cancel
+        self.retry_button.layout.display = "" if info.status == "failed" else "none"
+        self._check_divergence(info)
 
     def _row(self, step: StepInfo) -> dict[str, Any]:
         """One step as the timeline shows it; steps come in order (a wait's time starts at
@@ -355,6 +462,7 @@ class InstanceView(w.VBox):
             "source": "executed" if step.finished_at.timestamp() >= session else "cached",
             "output": "" if step.error else step_outcome(step, _DETAIL_CHARS),
             "error": error_summary(step.error),
+            "actionable": step.kind not in UNWINDING_KINDS,  # no travel to a compensation
         }
 
     def _show_waits(self, status: str) -> None:
@@ -381,21 +489,38 @@ class InstanceView(w.VBox):
 
     # actions
 
-    def _run(self, coro: Any, what: str) -> None:
-        def done(_: Any, error: BaseException | None) -> None:
-            self.show_message(f"{what} failed: {error}" if error else "")
+    def _run(
+        self,
+        coro: Any,
+        what: str,
+        then: Callable[[Any], None] | None = None,
+        *,
+        refresh: bool = True,
+    ) -> None:
+        """Run ``coro`` on the kernel's loop (at once where no loop runs, as in a plain
+        shell). Its error goes to the message line, never only to a log; its result to
+        ``then`` (else the message line is cleared); then the view re-reads the instance."""
+
+        def done(result: Any, error: BaseException | None) -> None:
             try:
-                self.refresh()
+                if error is not None:
+                    self.show_message(f"{what} failed: {error}")
+                elif then is not None:
+                    then(result)
+                else:
+                    self.show_message("")
+                if refresh:
+                    self.refresh()
             except Exception as failure:  # the app was closed meanwhile
                 self.show_message(f"{what}: {failure}")
 
         try:
-            ran, _ = aio.run_or_schedule(coro, done)
+            ran, result = aio.run_or_schedule(coro, done)
         except Exception as error:
             done(None, error)
             return
         if ran:
-            done(None, None)
+            done(result, None)
 
     def cancel(self, reason: str = "cancelled from the notebook panel") -> None:
         """Cancel the instance (its compensations run in reverse order)."""
@@ -421,19 +546,274 @@ class InstanceView(w.VBox):
             return
         self._run(self.app.fire_timer(self.instance_id, self._waiting_timer), "fire now")
 
+    # time travel (the engine side: engine/travel.py)
+
+    def rewind_to(self, step_id: str | None) -> None:
+        """Keep ``step_id`` and what came before it (None: nothing), archive the rest and
+        let the instance run on from there; no compensation runs."""
+
+        def rewound(change: HistoryChange) -> None:
+            self.show_note(
+                f"rewound to {step_id or 'the start'}: kept {len(change.kept)} step(s), "
+                f"archived {len(change.archived)}"
+            )
+
+        self._run(self.app.rewind(self.instance_id, to=step_id), "rewind", rewound)
+
+    def roll_back_to(self, step_id: str) -> None:
+        """Show the compensations a rollback to ``step_id`` would run and ask to confirm;
+        nothing changes until Confirm."""
+        self.dismiss_fork()
+
+        def ask(plan: list[Undo]) -> None:
+            self._rollback_to = step_id
+            self.confirm_text.value = _plan_html(step_id, plan)
+            self.confirm_box.layout.display = "flex"
+            self.show_message("")
+
+        self._run(
+            self.app.rollback_plan(self.instance_id, to=step_id), "roll back", ask, refresh=False
+        )
+
+    def confirm_rollback(self) -> None:
+        """Roll back to the step the confirmation shows: compensate the later steps
+        (newest first), archive them and run on from there."""
+        step_id, self._rollback_to = self._rollback_to, None
+        self.confirm_box.layout.display = "none"
+        if step_id is None:
+            self.show_message("nothing to confirm: click roll back to here on a step")
+            return
+
+        def rolled_back(change: HistoryChange) -> None:
+            undone = "no compensation ran"
+            if change.compensated:
+                undone = f"compensated {_steps(change.compensated)}"
+            if change.status == "failed":
+                self.show_message(
+                    f"roll back to {step_id}: a compensation failed for good "
+                    f"({undone}); the instance ended failed"
+                )
+                return
+            self.show_note(
+                f"rolled back to {step_id}: {undone}; kept {len(change.kept)} step(s), "
+                f"archived {len(change.archived)}"
+            )
+
+        self._run(self.app.rollback(self.instance_id, to=step_id), "roll back", rolled_back)
+
+    def dismiss_rollback(self) -> None:
+        """Close the confirmation; nothing is rolled back."""
+        self._rollback_to = None
+        self.confirm_box.layout.display = "none"
+        self.confirm_text.value = ""
+
+    def fork_from(self, step_id: str) -> None:
+        """Show the fork form: the instance's input to edit, an optional new id, Fork."""
+        self.dismiss_rollback()
+        info = self.app.get_instance(self.instance_id)
+        workflow = self.app.registry.find_workflow(info.workflow_name)
+        self._fork_at = step_id
+        self.fork_form = None if workflow is None else _Form(workflow, info.input)
+        fields = [] if self.fork_form is None else list(self.fork_form.fields.values())
+        self.fork_title.value = (
+            f"<b>fork from {_code(step_id)}</b>: a new instance with the history up to "
+            "this step"
+            + ("" if workflow else " (its workflow is not defined here: it keeps its input)")
+        )
+        self.fork_box.children = [
+            self.fork_title,
+            *fields,
+            w.HBox([self.fork_id, self.fork_button, self.fork_dismiss_button]),
+        ]
+        self.fork_box.layout.display = "flex"
+
+    def fork(self) -> None:
+        """Fork from the step the form shows, with the form's input."""
+        if self._fork_at is None:
+            self.show_message("nothing to fork: click fork from here on a step")
+            return
+        try:
+            values = None if self.fork_form is None else self.fork_form.values()
+        except ValueError as error:
+            self.show_message(f"cannot fork: {error}")
+            return
+        at = self._fork_at
+
+        def forked(new_id: str) -> None:
+            self.dismiss_fork()
+            self.fork_id.value = ""
+            self.forked = new_id
+            self.show_fork_button.description = f"show {new_id}"
+            self.show_fork_button.layout.display = ""
+            self.show_note(f"forked from {at} as {new_id}")
+
+        new_id = self.fork_id.value.strip() or None
+        coro = self.app.fork(self.instance_id, at=at, input=values, instance_id=new_id)
+        self._run(coro, "fork", forked, refresh=False)
+
+    def dismiss_fork(self) -> None:
+        """Close the fork form."""
+        self._fork_at, self.fork_form = None, None
+        self.fork_box.layout.display = "none"
+        self.fork_box.children = []
+
+    def show_fork(self) -> InstanceView | None:
+        """Show the view of the instance the last fork made, below this one."""
+        if self.forked is None:
+            return None
+        if self.fork_view is None or self.fork_view.instance_id != self.forked:
+            self.fork_view = InstanceView(self.app, self.forked, pending=True)
+            self.fork_detail.children = [self.fork_view]
+        return self.fork_view
+
+    def retry(self) -> None:
+        """Resume the failed instance from the step that failed."""
+
+        def retried(change: HistoryChange) -> None:
+            self.show_note(
+                f"retrying: kept {len(change.kept)} step(s), "
+                f"archived {len(change.archived)} ({_steps(change.archived)})"
+            )
+
+        self._run(self.app.retry(self.instance_id), "retry", retried)
+
+    def rewind_divergence(self) -> None:
+        """Rewind to the step recorded before the one the code diverged at."""
+        if self.diverged_at is None:
+            self.show_message("no divergence to rewind from")
+            return
+        self.rewind_to(self._diverged_before)
+
+    def _check_divergence(self, info: InstanceInfo) -> None:
+        """Replay the instance when it looks diverged: running, but held by no worker and
+        not running here (a diverged run let go of it and waits for a fix or a rewind).
+        Once per state it is seen in; in any other state nothing is replayed."""
+        looks_diverged = (
+            info.status == "running"
+            and info.lock_owner is None
+            and info.instance_id not in self.app.running()
+            and self.app.registry.find_workflow(info.workflow_name) is not None
+        )
+        if not looks_diverged:
+            self._replayed = None
+            self._show_divergence(None)
+            return
+        seen = (info.updated_at, self.app.registry.generation)
+        if seen == self._replayed:
+            return
+        self._replayed = seen
+
+        def checked(report: ReplayReport) -> None:
+            if self._replayed == seen:  # else the instance moved on meanwhile
+                self._show_divergence(report)
+
+        self._run(self.app.replay(self.instance_id), "divergence check", checked, refresh=False)
+
+    def _show_divergence(self, report: ReplayReport | None) -> None:
+        diverged = report is not None and report.outcome == "diverged"
+        self.diverged_at = report.diverged_at if report is not None and diverged else None
+        if report is None or self.diverged_at is None:
+            self.divergence_box.layout.display = "none"
+            return
+        row = next((r for r in report.rows if r.step_id == self.diverged_at), None)
+        diff = getattr(report.error, "diff", None) or (row.diff if row else None) or ""
+        # The step recorded before the diverging one (a compensation is no place to go).
+        shown = self.timeline.steps
+        at = next((s["seq"] for s in shown if s["step_id"] == self.diverged_at), 0)
+        before = [s["step_id"] for s in shown if s["actionable"] and s["seq"] < at]
+        self._diverged_before = before[-1] if before else None
+        self.divergence.value = (
+            f"<b style='color:#b71c1c'>diverged at {_code(self.diverged_at)}</b>: the code "
+            "now asks for something other than what history recorded there"
+            f"<pre>{html.escape(diff)}</pre>"
+        )
+        self.divergence_button.tooltip = (
+            f"rewind to {self._diverged_before or 'the start'} and run on from there"
+        )
+        self.divergence_box.layout.display = "flex"
+
+
+def _plan_html(step_id: str, plan: Sequence[Undo]) -> str:
+    """The roll back confirmation: what will run, in order (escaped)."""
+    head = f"<b>roll back to {_code(step_id)}?</b> "
+    if not plan:
+        return head + (
+            "Nothing to undo: no compensation will run. The steps after it are archived and "
+            "run again."
+        )
+    items = "".join(
+        f"<li>{_code(undo.compensation)} undoes {_code(undo.step_id)}</li>"
+        if undo.compensation is not None
+        else f"<li>{_code(undo.step_id)}: its activity {_code(undo.activity)} is not defined "
+        "here, so its compensation cannot run</li>"
+        for undo in plan
+    )
+    return head + f"These compensations will run, in this order:<ol>{items}</ol>"
+
 
 def _field(name: str, annotation: Any, default: Any) -> w.Widget:
+    """A typed widget for a bool / int / float / str parameter whose value (``default``)
+    fits the type, else a JSON text area (a ``qty: int = None`` keeps its None)."""
     has_default = default is not inspect.Parameter.empty
-    if annotation is bool:
+
+    def fits(kind: type) -> bool:
+        return not has_default or (isinstance(default, kind) and not isinstance(default, bool))
+
+    if annotation is bool and (not has_default or isinstance(default, bool)):
         return w.Checkbox(value=bool(default) if has_default else False, description=name)
-    if annotation is int:
+    if annotation is int and fits(int):
         return w.IntText(value=default if has_default else 0, description=name)
-    if annotation is float:
+    if annotation is float and fits(int | float):
         return w.FloatText(value=default if has_default else 0.0, description=name)
-    if annotation is str:
+    if annotation is str and fits(str):
         return w.Text(value=default if has_default else "", description=name)
     value = json.dumps(default, default=str) if has_default else ""
     return w.Textarea(value=value, description=name, placeholder="JSON", rows=2)
+
+
+class _Form:
+    """Fields for a workflow's arguments, built from its signature (after ``ctx``): typed
+    widgets where the annotation says so, JSON text otherwise. The panel's Start form and
+    an instance's fork form (prefilled with that instance's input) are both one of these.
+    """
+
+    def __init__(self, workflow: Workflow[Any, Any], values: Mapping[str, Any] | None = None):
+        try:
+            hints = typing.get_type_hints(workflow.fn)
+        except Exception:  # a forward reference not defined yet: plain JSON fields
+            hints = {}
+        parameters = list(inspect.signature(workflow.fn).parameters.values())[1:]
+        self.required = [p.name for p in parameters if p.default is inspect.Parameter.empty]
+        self.fields: dict[str, w.Widget] = {}
+        for parameter in parameters:
+            annotation = hints.get(parameter.name, parameter.annotation)
+            value = (values or {}).get(parameter.name, parameter.default)
+            self.fields[parameter.name] = _field(parameter.name, annotation, value)
+
+    def values(self) -> dict[str, Any]:
+        """The fields' values as keyword arguments (JSON fields decoded).
+
+        A required field left empty raises ``ValueError`` naming it; an optional JSON field
+        left empty is left out, so its default applies.
+        """
+        empty = [
+            name
+            for name, field in self.fields.items()
+            if isinstance(field, w.Text | w.Textarea) and not field.value.strip()
+        ]
+        missing = [name for name in self.required if name in empty]
+        if missing:
+            raise ValueError(f"fill in {', '.join(missing)} (required)")
+        kwargs: dict[str, Any] = {}
+        for name, field in self.fields.items():
+            if not isinstance(field, w.Textarea):
+                kwargs[name] = field.value
+            elif name not in empty:
+                try:
+                    kwargs[name] = json.loads(field.value)
+                except ValueError as error:
+                    raise ValueError(f"{name}: not valid JSON ({error})") from None
+        return kwargs
 
 
 class WorkflowPanel(w.VBox):
@@ -443,16 +823,8 @@ class WorkflowPanel(w.VBox):
         self.workflow = workflow
         self.app = app or state.current_app()
         self.limit = limit
-        self.fields: dict[str, w.Widget] = {}
-        try:
-            hints = typing.get_type_hints(workflow.fn)
-        except Exception:  # a forward reference not defined yet: plain JSON fields
-            hints = {}
-        parameters = list(inspect.signature(workflow.fn).parameters.values())[1:]
-        self.required = [p.name for p in parameters if p.default is inspect.Parameter.empty]
-        for parameter in parameters:
-            annotation = hints.get(parameter.name, parameter.annotation)
-            self.fields[parameter.name] = _field(parameter.name, annotation, parameter.default)
+        self.form = _Form(workflow)
+        self.fields, self.required = self.form.fields, self.form.required
         self.instance_id = w.Text(placeholder="instance id (optional)", description="id")
         self.start_button = w.Button(description="Start", button_style="primary", icon="play")
         self.start_button.on_click(lambda _: self.start())
@@ -483,29 +855,8 @@ class WorkflowPanel(w.VBox):
         _live.watch(self)
 
     def values(self) -> dict[str, Any]:
-        """The form's values as keyword arguments (JSON fields decoded).
-
-        A required field left empty raises ``ValueError`` naming it; an optional JSON field
-        left empty is left out, so its default applies.
-        """
-        empty = [
-            name
-            for name, field in self.fields.items()
-            if isinstance(field, w.Text | w.Textarea) and not field.value.strip()
-        ]
-        missing = [name for name in self.required if name in empty]
-        if missing:
-            raise ValueError(f"fill in {', '.join(missing)} (required)")
-        kwargs: dict[str, Any] = {}
-        for name, field in self.fields.items():
-            if not isinstance(field, w.Textarea):
-                kwargs[name] = field.value
-            elif name not in empty:
-                try:
-                    kwargs[name] = json.loads(field.value)
-                except ValueError as error:
-                    raise ValueError(f"{name}: not valid JSON ({error})") from None
-        return kwargs
+        """The form's values as keyword arguments (see :meth:`_Form.values`)."""
+        return self.form.values()
 
     def start(self) -> str | None:
         """Start an instance with the form's values, select it, and return its id."""

@@ -217,10 +217,21 @@ def test_step_actions_plug_into_the_timeline(ip: Shell) -> None:
     )
     view = InstanceView(rn.current_app(), "s-1")
     seen: list[str] = []
-    view.add_step_action("rewind", "rewind to here", lambda v, step: seen.append(step))
-    assert view.timeline.actions == [{"name": "rewind", "label": "rewind to here"}]
-    view.timeline._on_msg(view.timeline, {"action": "rewind", "step_id": "pack:1"}, [])
+    view.add_step_action("inspect", "inspect", lambda v, step: seen.append(step))
+    assert view.timeline.actions == [
+        {"name": "rewind", "label": "rewind to here"},
+        {"name": "rollback", "label": "roll back to here"},
+        {"name": "fork", "label": "fork from here"},
+        {"name": "inspect", "label": "inspect"},
+    ]
+    view.timeline._on_msg(view.timeline, {"action": "inspect", "step_id": "pack:1"}, [])
     assert seen == ["pack:1"]
+    # The same name again replaces the action in place (no second button).
+    view.add_step_action("inspect", "look", lambda v, step: seen.append("again " + step))
+    assert [a["label"] for a in view.timeline.actions][-1] == "look"
+    assert len(view.timeline.actions) == 4
+    view.timeline._on_msg(view.timeline, {"action": "inspect", "step_id": "pack:1"}, [])
+    assert seen == ["pack:1", "again pack:1"]
 
 
 def test_front_end_assets_exist() -> None:
@@ -360,3 +371,249 @@ def test_the_timeline_sends_new_rows_all_rows_after_a_rewind_and_on_request() ->
         (0, [one, {"seq": 2, "step_id": "c:1"}]),
         (0, [one, {"seq": 2, "step_id": "c:1"}]),
     ]
+
+
+# time travel from the instance view
+
+
+def define_trip(ip: Shell) -> list[str]:
+    """A three-booking trip whose bookings are undone by ``unbook``; each execution of
+    either is appended to the returned ledger (in the shell's namespace)."""
+    ledger: list[str] = []
+    ip.ns["ledger"] = ledger
+    ip.run(
+        "%%activity\ndef book(ctx, what: str) -> str:\n"
+        "    ledger.append('book ' + what)\n    return what.upper()"
+    )
+    ip.run(
+        "%%activity --compensation-of book\ndef unbook(ctx, what: str) -> None:\n"
+        "    ledger.append('unbook ' + what)"
+    )
+    ip.run(
+        "%%workflow\nasync def trip(ctx, city: str, nights: int = 1) -> list[str]:\n"
+        "    return [await book(ctx, city), await book(ctx, f'hotel x{nights}'),\n"
+        "            await book(ctx, 'car')]"
+    )
+    return ledger
+
+
+def finished_trip(ip: Shell, iid: str) -> InstanceView:
+    ip.run(
+        "await rn.current_app().result(await rn.current_app().start(trip, 'rome', "
+        f"instance_id='{iid}'))"
+    )
+    return InstanceView(rn.current_app(), iid)
+
+
+def click_step(view: InstanceView, action: str, step_id: str) -> None:
+    """What a step button in the browser sends (the timeline's message)."""
+    view.timeline._on_msg(view.timeline, {"action": action, "step_id": step_id}, [])
+
+
+def step_ids(iid: str) -> list[tuple[str, str]]:
+    return [(s.step_id, s.status) for s in rn.current_app().get_history(iid)]
+
+
+BOOKED = ["book rome", "book hotel x1", "book car"]
+ALL_BOOKED = [("book:1", "completed"), ("book:2", "completed"), ("book:3", "completed")]
+
+
+def test_rewind_to_here_keeps_the_step_and_reruns_the_rest(ip: Shell) -> None:
+    ledger = define_trip(ip)
+    view = finished_trip(ip, "tr-1")
+    app = rn.current_app()
+    assert ledger == BOOKED
+    assert view.retry_button.layout.display == "none"  # not failed
+    click_step(view, "rewind", "book:1")
+    assert "rewound to book:1: kept 1 step(s), archived 2" in view.message.value
+    assert run(app.result("tr-1", timeout=10)) == ["ROME", "HOTEL X1", "CAR"]
+    assert ledger == [*BOOKED, "book hotel x1", "book car"]  # book:1 kept, not re-run
+    (archived,) = app.archived_runs("tr-1")
+    assert (archived.status, archived.cut_after, archived.steps) == ("rewound", "book:1", 2)
+    assert step_ids("tr-1") == ALL_BOOKED
+    run(until(lambda: view.status == "completed"))
+
+
+def test_roll_back_lists_the_compensations_and_runs_them_on_confirm(ip: Shell) -> None:
+    ledger = define_trip(ip)
+    view = finished_trip(ip, "tr-2")
+    app = rn.current_app()
+    assert view.confirm_box.layout.display == "none"
+    click_step(view, "rollback", "book:1")
+    plan = view.confirm_text.value
+    assert view.confirm_box.layout.display == "flex"
+    assert "<code>unbook</code> undoes <code>book:3</code>" in plan
+    assert plan.index("book:3") < plan.index("book:2")  # newest first
+    assert ledger == BOOKED and app.archived_runs("tr-2") == []  # asking changed nothing
+    view.confirm_button.click()
+    assert view.confirm_box.layout.display == "none"
+    message = view.message.value
+    assert "rolled back to book:1: compensated book:3, book:2" in message, message
+    assert run(app.result("tr-2", timeout=10)) == ["ROME", "HOTEL X1", "CAR"]
+    assert ledger == [*BOOKED, "unbook car", "unbook hotel x1", "book hotel x1", "book car"]
+    (archived,) = app.archived_runs("tr-2")
+    assert (archived.status, archived.cut_after) == ("rolled_back", "book:1")
+    assert step_ids("tr-2") == ALL_BOOKED
+
+
+def test_cancelling_the_roll_back_confirmation_changes_nothing(ip: Shell) -> None:
+    ledger = define_trip(ip)
+    view = finished_trip(ip, "tr-3")
+    app = rn.current_app()
+    before = app.get_instance("tr-3")
+    click_step(view, "rollback", "book:2")
+    assert "<code>unbook</code> undoes <code>book:3</code>" in view.confirm_text.value
+    view.dismiss_button.click()
+    assert view.confirm_box.layout.display == "none"
+    view.confirm_button.click()  # a stale Confirm after Cancel does not roll back either
+    assert "nothing to confirm" in view.message.value
+    assert ledger == BOOKED
+    assert app.archived_runs("tr-3") == [] and step_ids("tr-3") == ALL_BOOKED
+    after = app.get_instance("tr-3")
+    assert (after.status, after.updated_at) == ("completed", before.updated_at)
+    # The last step: nothing after it to undo, and the confirmation says so.
+    click_step(view, "rollback", "book:3")
+    assert "no compensation will run" in view.confirm_text.value
+    view.dismiss_button.click()
+    assert app.archived_runs("tr-3") == [] and ledger == BOOKED
+
+
+def test_fork_from_here_with_an_edited_input(ip: Shell) -> None:
+    ledger = define_trip(ip)
+    view = finished_trip(ip, "tr-4")
+    app = rn.current_app()
+    click_step(view, "fork", "book:1")
+    assert view.fork_box.layout.display == "flex"
+    form = view.fork_form
+    assert form is not None
+    city, nights = form.fields["city"], form.fields["nights"]
+    assert isinstance(city, w.Text) and city.value == "rome"  # the instance's input
+    assert isinstance(nights, w.IntText) and nights.value == 1
+    assert city in view.fork_box.children
+    city.value = ""
+    view.fork_button.click()
+    assert "cannot fork: fill in city (required)" in view.message.value
+    city.value = "rome"
+    nights.value = 3
+    view.fork_id.value = "tr-4-long"
+    view.fork_button.click()
+    assert "forked from book:1 as tr-4-long" in view.message.value
+    assert view.forked == "tr-4-long" and view.fork_box.layout.display == "none"
+    assert view.show_fork_button.layout.display != "none"
+    assert run(app.result("tr-4-long", timeout=10)) == ["ROME", "HOTEL X3", "CAR"]
+    assert ledger == [*BOOKED, "book hotel x3", "book car"]  # book:1 came with the copy
+    fork = app.get_instance("tr-4-long")
+    assert fork.input == {"city": "rome", "nights": 3}
+    assert (fork.forked_from, fork.forked_at) == ("tr-4", "book:1")
+    assert step_ids("tr-4") == ALL_BOOKED and app.archived_runs("tr-4") == []  # untouched
+    view.show_fork_button.click()
+    shown = view.fork_view
+    assert shown is not None and shown.instance_id == "tr-4-long"
+    assert list(view.fork_detail.children) == [shown]
+    assert shown.status == "completed"
+
+
+def test_retry_shows_on_a_failed_instance_and_resumes_it(ip: Shell) -> None:
+    ledger = define_trip(ip)
+    ip.ns["broken"] = True
+    ip.run(
+        "%%activity --retry 1\ndef pay(ctx, amount: int) -> int:\n"
+        "    ledger.append(f'pay {amount}')\n"
+        "    if broken:\n        raise RuntimeError('card <declined>')\n    return amount"
+    )
+    ip.run(
+        "%%workflow\nasync def paid_trip(ctx, city: str) -> int:\n"
+        "    await book(ctx, city)\n    return await pay(ctx, 100)"
+    )
+    app = rn.current_app()
+    ip.run("await rn.current_app().start(paid_trip, 'oslo', instance_id='tr-5')")
+    run(until(lambda: app.get_instance("tr-5").status == "failed"))
+    assert ledger == ["book oslo", "pay 100", "unbook oslo"]
+    view = InstanceView(app, "tr-5")
+    assert view.retry_button.layout.display != "none"
+    rows = {row["step_id"]: row for row in view.timeline.steps}
+    assert rows["compensate:book:1"]["kind"] == "compensation"
+    assert not rows["compensate:book:1"]["actionable"]  # no travel buttons on it
+    assert rows["book:1"]["actionable"] and rows["pay:1"]["actionable"]
+    # A compensation is refused by the engine too: the refusal shows, escaped.
+    click_step(view, "rewind", "compensate:book:1")
+    assert "rewind failed" in view.message.value and "unwinding" in view.message.value
+    ip.ns["broken"] = False
+    view.retry_button.click()
+    assert "retrying:" in view.message.value
+    assert run(app.result("tr-5", timeout=10)) == 100
+    # The compensated booking runs again, then the payment: once each.
+    assert ledger == ["book oslo", "pay 100", "unbook oslo", "book oslo", "pay 100"]
+    assert [run.status for run in app.archived_runs("tr-5")] == ["retried"]
+    assert step_ids("tr-5") == [("book:1", "completed"), ("pay:1", "completed")]
+    run(until(lambda: view.status == "completed"))
+    assert view.retry_button.layout.display == "none"
+    view.retry()  # asked anyway: the engine's refusal goes to the message line
+    assert "retry failed" in view.message.value and "not failed" in view.message.value
+
+
+def test_errors_of_travel_buttons_show_escaped_in_the_view(ip: Shell) -> None:
+    define_trip(ip)
+    view = finished_trip(ip, "tr-6")
+    click_step(view, "rewind", "<b>nope</b>:1")
+    message = view.message.value
+    assert "rewind failed" in message and "has no step" in message
+    assert "<b>" not in message and "&lt;b&gt;nope&lt;/b&gt;" in message
+    click_step(view, "rollback", "nope:1")
+    assert "roll back failed" in view.message.value
+    assert view.confirm_box.layout.display == "none"
+    assert rn.current_app().archived_runs("tr-6") == []
+
+
+def test_a_diverged_run_shows_its_diff_and_rewinds_from_the_diverging_step(
+    ip: Shell, monkeypatch: Any
+) -> None:
+    ledger = define_trip(ip)
+    pipeline = (
+        "%%workflow\nasync def pipeline(ctx, topic: str) -> list[str]:\n"
+        "    a = await book(ctx, topic + '-1')\n"
+        "    b = await book(ctx, topic + '-2{suffix}')\n"
+        "    await ctx.wait_event('go')\n"
+        "    return [a, b]"
+    )
+    ip.run(pipeline.format(suffix=""))
+    app = rn.current_app()
+    replays = _count_calls(app, "replay", monkeypatch)
+    finished = finished_trip(ip, "tr-7")
+    finished.refresh()
+    assert replays[0] == 0  # a completed instance is never replayed to look for a divergence
+    ip.run("await rn.current_app().start(pipeline, 'd', instance_id='dv-1')")
+    run(until(lambda: app.get_instance("dv-1").status == "waiting_for_event"))
+    waiting = InstanceView(app, "dv-1")
+    assert waiting.divergence_box.layout.display == "none" and replays[0] == 0
+    ip.run(pipeline.format(suffix="-<edited>"))  # the cell is edited and run again
+    run(app.send_event("go", {}))
+
+    def let_go() -> bool:  # the woken run diverged and released the instance
+        info = app.get_instance("dv-1")
+        return info.status == "running" and info.lock_owner is None and not app.running()
+
+    run(until(let_go))
+    view = waiting  # the end of the run is pushed to it: it re-reads and checks, once
+    run(until(lambda: view.diverged_at is not None))
+    assert replays[0] == 1
+    assert view.diverged_at == "book:2"
+    assert view.divergence_box.layout.display == "flex"
+    shown = view.divergence.value
+    assert "<pre>" in shown and "book:2" in shown
+    assert "+    &quot;d-2-&lt;edited&gt;&quot;" in shown and "<edited>" not in shown
+    view.refresh()
+    view.refresh()
+    assert replays[0] == 1  # once for the state it is in, not on every refresh
+    assert ledger == [*BOOKED, "book d-1", "book d-2"]
+
+    view.divergence_button.click()  # to book:1, the step recorded before book:2
+    assert "rewound to book:1: kept 1 step(s), archived 2" in view.message.value  # + the wait
+    run(until(lambda: app.get_instance("dv-1").status == "waiting_for_event"))
+    run(app.send_event("go", {}))
+    assert run(app.result("dv-1", timeout=10)) == ["D-1", "D-2-<EDITED>"]
+    assert ledger == [*BOOKED, "book d-1", "book d-2", "book d-2-<edited>"]
+    (archived,) = app.archived_runs("dv-1")
+    assert (archived.status, archived.cut_after) == ("rewound", "book:1")
+    run(until(lambda: view.status == "completed"))
+    assert view.divergence_box.layout.display == "none" and view.diverged_at is None
