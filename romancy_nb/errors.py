@@ -140,7 +140,7 @@ class DeterminismViolation(RomancyError):
         diff: str,
     ) -> None:
         super().__init__(
-            f"workflow {instance_id!r} is not deterministic at step {step_id}: the code "
+            f"instance {instance_id!r} is not deterministic at step {step_id}: the code "
             f"now asks for something other than what history recorded.\n{diff}\n"
             "Undo the change to the workflow code, or rewind the instance to before the "
             "step (app.rewind, or on_divergence='rewind' to do it by itself).",
