@@ -259,3 +259,29 @@ __all__ = [
     "ledger_rows",
     "open_faulty",
 ]
+
+
+INSTANCE_TABLES = (
+    "workflow_instances",
+    "workflow_history",
+    "workflow_history_archive",
+    "workflow_runs_archive",
+    "waits",
+    "channel_subscriptions",
+    "group_members",
+    "step_attempts",
+)
+"""Every table that holds rows of an instance (keyed by ``instance_id``)."""
+
+Dump = dict[str, list[tuple[Any, ...]]]
+"""An instance's rows by table (see :func:`dump`)."""
+
+
+def dump(store: Store, instance_id: str) -> Dump:
+    """The instance's rows in every table, sorted: equal dumps are equal states."""
+    out: Dump = {}
+    for table in INSTANCE_TABLES:
+        found = store.read_table(table, {"instance_id": instance_id})
+        assert found is not None, f"the store has no table {table!r}"
+        out[table] = sorted(found.rows, key=repr)
+    return out

@@ -15,6 +15,7 @@ import romancy_nb as rn
 from romancy_nb.store.protocol import StepRecord
 from romancy_nb.testing import eventually
 from tests.conftest import FAST_RETRY
+from tests.faults import dump
 
 ledger: list[str] = []
 variant = {"suffix": "", "outage": False}
@@ -310,37 +311,19 @@ async def test_retry_refuses_an_instance_that_did_not_fail(app: rn.App) -> None:
 # fork
 
 
-def _dump(app: rn.App, iid: str) -> dict[str, Any]:
-    tables = (
-        "workflow_instances",
-        "workflow_history",
-        "workflow_history_archive",
-        "workflow_runs_archive",
-        "waits",
-        "channel_subscriptions",
-        "step_attempts",
-    )
-    dump: dict[str, Any] = {}
-    for table in tables:
-        found = app.store.read_table(table, {"instance_id": iid})
-        assert found is not None
-        dump[table] = sorted(found.rows)
-    return dump
-
-
 async def test_fork_copies_history_up_to_a_step_and_leaves_the_original_identical(
     app: rn.App,
 ) -> None:
     iid = await app.start(tt_pipeline, "fk")
     await app.result(iid)
-    before = _dump(app, iid)
+    before = dump(app.store, iid)
 
     fork = await app.fork(iid, at="tt_step:3", instance_id="fk-fork")
 
     assert fork == "fk-fork"
     assert await app.result(fork) == ["FK-1", "FK-2", "FK-3", "FK-4", "FK-5"]
     assert Counter(ledger) == Counter({"fk-1": 1, "fk-2": 1, "fk-3": 1, "fk-4": 2, "fk-5": 2})
-    assert _dump(app, iid) == before
+    assert dump(app.store, iid) == before
     info = app.get_instance(fork)
     assert (info.forked_from, info.forked_at) == (iid, "tt_step:3")
 

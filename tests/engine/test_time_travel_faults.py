@@ -22,24 +22,9 @@ import pytest
 
 import romancy_nb as rn
 from romancy_nb.errors import DatabaseLockedError, StoreError
-from romancy_nb.store import Store
 from romancy_nb.testing import eventually
 from tests.conftest import FAST_RETRY, TableReader
-from tests.faults import Arguments, FaultyStore, open_faulty
-
-TABLES = (
-    "workflow_instances",
-    "workflow_history",
-    "workflow_history_archive",
-    "workflow_runs_archive",
-    "waits",
-    "channel_subscriptions",
-    "group_members",
-    "step_attempts",
-)
-"""Every table that holds rows of an instance (keyed by ``instance_id``)."""
-
-Dump = dict[str, list[tuple[Any, ...]]]
+from tests.faults import Arguments, FaultyStore, dump, open_faulty
 
 FORWARD = ["ttf_step:1", "subscribe:1", "join_group:1", "ttf_step:2"]
 """The history of a ``ttf_flow`` waiting for its event (the wait is recorded when it ends)."""
@@ -116,16 +101,6 @@ async def test_a_rollback_reports_the_steps_it_kept_not_those_run_again_since(
     assert change.compensated == ["ttf_step:2"]
     assert change.archived == ["subscribe:1", "join_group:1", "ttf_step:2"]
     assert change.kept == ["ttf_step:1"]
-
-
-def dump(store: Store, instance_id: str) -> Dump:
-    """The instance's rows in every table, sorted: equal dumps are equal states."""
-    out: Dump = {}
-    for table in TABLES:
-        found = store.read_table(table, {"instance_id": instance_id})
-        assert found is not None, f"the store has no table {table!r}"
-        out[table] = sorted(found.rows, key=repr)
-    return out
 
 
 @pytest.fixture

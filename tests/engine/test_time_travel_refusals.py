@@ -25,9 +25,8 @@ from romancy_nb.errors import StoreError
 from romancy_nb.store import StepRecord
 from romancy_nb.testing import eventually, wait_until
 from tests.engine import travel_worker
-from tests.engine.test_time_travel_faults import dump
 from tests.engine.travel_worker import ttr_flow
-from tests.faults import Arguments, open_faulty
+from tests.faults import Arguments, dump, open_faulty
 
 WORKER = Path(travel_worker.__file__)
 
