@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from romancy_nb.engine import StepInfo
+from romancy_nb.engine import HistoryChange, StepInfo, Undo
 
 WAIT_KINDS = frozenset({"sleep", "wait_event", "receive"})
 """Step kinds that wait (for a timer, an event, a message) rather than work."""
@@ -106,3 +106,25 @@ def step_outcome(step: StepInfo, width: int = 80) -> str:
     if step.kind in _MESSAGE_KINDS and isinstance(step.output, dict) and "data" in step.output:
         return short(step.output["data"], width)  # the message's envelope is in --json
     return "" if step.output is None else short(step.output, width)
+
+
+def history_change(change: HistoryChange) -> str:
+    """What a rewind, rollback or retry did, in one or two lines."""
+    verb = {"rewind": "rewound", "rollback": "rolled back", "retry": "retried"}[change.operation]
+    text = f"{verb} {change.instance_id}: kept {len(change.kept)} step(s), archived "
+    text += f"{len(change.archived)}" + (
+        f" (archived run {change.archived_run})" if change.archived_run else ""
+    )
+    if change.compensated:
+        text += f"\ncompensated, in this order: {', '.join(change.compensated)}"
+    return text
+
+
+def rollback_plan(plan: list[Undo]) -> str:
+    """The compensations a rollback would run."""
+    if not plan:
+        return "no compensation would run"
+    return "would run, in this order:\n" + "\n".join(
+        f"  {undo.compensation or '(not defined here: recorded as failed)'} for {undo.step_id}"
+        for undo in plan
+    )

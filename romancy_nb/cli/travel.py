@@ -30,7 +30,7 @@ from romancy_nb.cli.common import (
     resolve_db,
     stdout,
 )
-from romancy_nb.describe import short
+from romancy_nb.describe import history_change, rollback_plan, short
 
 T = TypeVar("T")
 
@@ -88,20 +88,12 @@ def _show_change(change: rn.HistoryChange, db: str, as_json: bool) -> None:
     if as_json:
         render.echo_json(render.plain(change))
         return
-    out = stdout()
-    verb = {"rewind": "rewound", "rollback": "rolled back", "retry": "retried"}[change.operation]
-    out.print(Text.assemble(f"{verb} ", (change.instance_id, "bold")))
-    if change.compensated:
-        out.print(f"  compensated (in this order): {', '.join(change.compensated)}")
-    out.print(f"  kept {len(change.kept)} step(s); archived {len(change.archived)}", end="")
-    out.print(f" (archived run {change.archived_run})" if change.archived_run else "")
     with open_app(db) as app:
         info = app.get_instance(change.instance_id)
-    out.print(
-        f"  status: {info.status}; " + _resumes(db, info)
-        if info.status == "running"
-        else f"  status: {info.status}"
-    )
+    status = f"status: {info.status}"
+    if info.status == "running":
+        status += "; " + _resumes(db, info)
+    stdout().print(history_change(change) + "\n" + status, markup=False)
 
 
 @handle_errors
@@ -209,14 +201,8 @@ def rollback_command(
     path = resolve_db(ctx, db)
     plan = _managed(path, instance_id, lambda app: app.rollback_plan(instance_id, to=to))
     if not yes:
-        listed = "\n".join(
-            f"  {undo.compensation or '(not defined here: recorded as failed)'} for {undo.step_id}"
-            for undo in plan
-        )
-        stdout().print(
-            f"rolling back {instance_id} to {to or 'its start'} runs:\n"
-            + (listed or "  no compensation")
-        )
+        text = f"rolling back {instance_id} to {to or 'its start'} " + rollback_plan(plan)
+        stdout().print(text, markup=False)
         typer.confirm("go on?", abort=True)
     change = _managed(path, instance_id, lambda app: app.rollback(instance_id, to=to))
     _show_change(change, path, as_json)

@@ -13,7 +13,7 @@ from typing import Any
 
 from IPython.display import Pretty, display
 
-from romancy_nb.engine import HistoryChange, Undo
+from romancy_nb.describe import history_change, rollback_plan
 from romancy_nb.notebook import aio, state
 
 
@@ -63,41 +63,19 @@ def run(options: argparse.Namespace) -> Any:
         fork = app.fork(iid, at=options.at, input=options.input, instance_id=options.new_id)
         return _shown(fork, f"{iid}: forking…", lambda new: f"forked {iid} as {new}")
     if command == "retry":
-        return _shown(app.retry(iid), f"{iid}: retrying…", describe)
+        return _shown(app.retry(iid), f"{iid}: retrying…", history_change)
     to = _target(options.step, options.to_start)
     if command == "rewind":
-        return _shown(app.rewind(iid, to=to), f"{iid}: rewinding…", describe)
+        return _shown(app.rewind(iid, to=to), f"{iid}: rewinding…", history_change)
     if options.dry_run:
-        return _shown(app.rollback_plan(iid, to=to), f"{iid}: planning…", plan_text)
-    return _shown(app.rollback(iid, to=to), f"{iid}: rolling back…", describe)
+        return _shown(app.rollback_plan(iid, to=to), f"{iid}: planning…", rollback_plan)
+    return _shown(app.rollback(iid, to=to), f"{iid}: rolling back…", history_change)
 
 
 def _target(step: str | None, to_start: bool) -> str | None:
     if (step is None) == (not to_start):
         raise ValueError("give the STEP to go back to, or --to-start (not both)")
     return step
-
-
-def describe(change: HistoryChange) -> str:
-    """What a rewind, rollback or retry did, in one or two lines."""
-    verb = {"rewind": "rewound", "rollback": "rolled back", "retry": "retried"}[change.operation]
-    text = f"{verb} {change.instance_id}: kept {len(change.kept)} step(s), archived "
-    text += f"{len(change.archived)}" + (
-        f" (archived run {change.archived_run})" if change.archived_run else ""
-    )
-    if change.compensated:
-        text += f"\ncompensated, in this order: {', '.join(change.compensated)}"
-    return text
-
-
-def plan_text(plan: list[Undo]) -> str:
-    """The compensations a rollback would run."""
-    if not plan:
-        return "no compensation would run"
-    return "would run, in this order:\n" + "\n".join(
-        f"  {undo.compensation or '(not defined here: recorded as failed)'} for {undo.step_id}"
-        for undo in plan
-    )
 
 
 def _shown(

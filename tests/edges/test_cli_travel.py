@@ -113,7 +113,7 @@ def test_rewind_leaves_the_instance_to_resume_with_the_current_code(
     monkeypatch.setenv("CLI_TT_SUFFIX", "-v2")
     result = cli("--db", str(db_path), "rewind", iid, "cli_tt_step:1")
     assert result.exit_code == 0, result.output
-    assert "rewound" in result.output and "kept 1 step(s); archived 2" in result.output
+    assert "rewound" in result.output and "kept 1 step(s), archived 2" in result.output
     assert _finish(db_path, iid) == ["T-1", "T-2-V2", "T-FAIL"]
     usage = cli("--db", str(db_path), "rewind", iid)
     assert usage.exit_code == 2 and "--to-start" in usage.output
@@ -128,7 +128,7 @@ def test_rollback_lists_the_compensations_and_asks_first(module: Path, db_path: 
         assert app.get_instance(iid).status == "completed"
     done = typed(db_path, module, ["rollback", iid, "cli_tt_step:1"], "y\n")
     assert done.exit_code == 0, done.output
-    assert "compensated (in this order): cli_tt_step:3, cli_tt_step:2" in done.output
+    assert "compensated, in this order: cli_tt_step:3, cli_tt_step:2" in done.output
     undo_log = Path(module.parent / "undo.log").read_text().split()
     assert undo_log == ["t-fail", "t-2"]
 
