@@ -67,3 +67,28 @@ def run_or_schedule(
 
     task.add_done_callback(finished)
     return False, task
+
+
+def run_on(
+    loop: asyncio.AbstractEventLoop | None,
+    coro: Coroutine[Any, Any, Any],
+    on_done: Callable[[Any, BaseException | None], None],
+) -> tuple[bool, Any]:
+    """Like :func:`run_or_schedule`, but on ``loop`` (an app's) when it runs in another
+    thread. JupyterLab sends widget messages on a kernel subshell (ipykernel 7): a button's
+    handler then runs in the subshell's thread and loop, not the kernel's main one the app
+    was opened on. ``on_done`` is then called in ``loop``'s thread."""
+    if loop is None or loop is running_loop() or not loop.is_running():
+        return run_or_schedule(coro, on_done)
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def finished(future: Any) -> None:
+        if future.cancelled():
+            on_done(None, asyncio.CancelledError())
+        elif future.exception() is not None:
+            on_done(None, future.exception())
+        else:
+            on_done(future.result(), None)
+
+    future.add_done_callback(finished)
+    return False, future

@@ -515,7 +515,9 @@ class InstanceView(w.VBox):
                 self.show_message(f"{what}: {failure}")
 
         try:
-            ran, result = aio.run_or_schedule(coro, done)
+            # The app's loop (engine-private: App exposes no accessor), where its calls
+            # must run even when a click arrives on a kernel subshell's thread.
+            ran, result = aio.run_on(getattr(self.app, "_loop", None), coro, done)
         except Exception as error:
             done(None, error)
             return

@@ -617,3 +617,31 @@ def test_a_diverged_run_shows_its_diff_and_rewinds_from_the_diverging_step(
     assert (archived.status, archived.cut_after) == ("rewound", "book:1")
     run(until(lambda: view.status == "completed"))
     assert view.divergence_box.layout.display == "none" and view.diverged_at is None
+
+
+def test_calls_from_another_thread_run_on_the_apps_loop() -> None:
+    # JupyterLab delivers widget messages on a kernel subshell: a click's handler runs in
+    # another thread, with another loop running there. The call must go to the app's loop.
+    import threading
+
+    app_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=app_loop.run_forever)
+    thread.start()
+    try:
+        where: list[Any] = []
+        done = threading.Event()
+
+        async def call() -> str:
+            where.append(asyncio.get_running_loop())
+            return "ok"
+
+        async def click() -> Any:  # a handler running in the subshell's own loop
+            return aio.run_on(app_loop, call(), lambda r, e: (where.append((r, e)), done.set()))
+
+        ran, _ = asyncio.run(click())
+        assert not ran and done.wait(10)
+        assert where == [app_loop, ("ok", None)]
+    finally:
+        app_loop.call_soon_threadsafe(app_loop.stop)
+        thread.join()
+        app_loop.close()

@@ -1,8 +1,10 @@
 """A real browser: JupyterLab on a free loopback port, Debian's Chromium driven by Playwright.
 
 Open a notebook, run its cells, click Start in the workflow panel, then Approve, and check
-the instance completed in the store. The screenshot is kept as an artifact: in
-``$ROMANCY_ARTIFACTS`` if set, else in the test's ``tmp_path``.
+the instance completed in the store; then click "rewind to here" on its first step and check
+the store holds the rewound run archived and the instance completed again. The screenshot
+(the panel with its time-travel buttons; docs/notebook-panel.png is a copy) is kept as an
+artifact: in ``$ROMANCY_ARTIFACTS`` if set, else in the test's ``tmp_path``.
 
 The browser is a Chromium found on the machine (see :func:`chromium`): Debian's
 ``/usr/bin/chromium`` (``scripts/test.sh`` installs the package where apt-get can), one on
@@ -47,9 +49,11 @@ CHROMIUM_ARGS = [
 ]
 CELLS = [
     "%load_ext romancy_nb\nimport romancy_nb as rn",
+    "%%activity\ndef announce(ctx, verdict: str) -> str:\n    return verdict + '!'",
     "%%workflow\nasync def approve_me(ctx, item: str = 'deploy') -> str:\n"
     "    event = await ctx.wait_event('approval')\n"
-    "    return item + (' approved' if event.data['approved'] else ' rejected')",
+    "    return await announce(ctx, item + (' approved' if event.data['approved'] else "
+    "' rejected'))",
     "rn.panel('approve_me')",
 ]
 
@@ -172,7 +176,7 @@ def test_click_start_and_approve_in_jupyterlab(
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page = browser.new_page(viewport={"width": 1480, "height": 860})
         page.set_default_timeout(120_000)
         try:
             page.goto(url)
@@ -198,6 +202,24 @@ def test_click_start_and_approve_in_jupyterlab(
             # The step rows arrive as messages (only the new ones), the wait with its time.
             row = page.locator(".romancy-step", has_text="wait_event:1")
             row.locator(".romancy-wait", has_text="waited").wait_for()
+            page.locator(".romancy-step", has_text="announce:1").wait_for()
+            # Time travel: rewind to the first step; the step after it runs again.
+            row.locator("button.romancy-step-action", has_text="rewind to here").click()
+            eventually(
+                lambda: (
+                    query(db, "SELECT status, cut_after, steps FROM workflow_runs_archive")
+                    == [("rewound", "wait_event:1", 1)]
+                ),
+                timeout=60,
+                what="the rewound run to be archived",
+            )
+            eventually(
+                lambda: query(db, "SELECT status FROM workflow_instances") == [("completed",)],
+                timeout=60,
+                what="the rewound instance to complete again",
+            )
+            page.locator(".widget-html", has_text="rewound to wait_event:1").wait_for()
+            page.locator(".romancy-status", has_text="completed").wait_for()
             start.scroll_into_view_if_needed()
             page.locator(".romancy-timeline").scroll_into_view_if_needed()
             page.screenshot(path=str(artifacts / "notebook-panel.png"))
@@ -206,6 +228,6 @@ def test_click_start_and_approve_in_jupyterlab(
             raise
         finally:
             browser.close()
-    assert query(db, "SELECT output FROM workflow_instances") == [('"deploy approved"',)]
-    history = query(db, "SELECT step_id, status FROM workflow_history")
-    assert history == [("wait_event:1", "completed")]
+    assert query(db, "SELECT output FROM workflow_instances") == [('"deploy approved!"',)]
+    history = query(db, "SELECT step_id, status FROM workflow_history ORDER BY seq")
+    assert history == [("wait_event:1", "completed"), ("announce:1", "completed")]
