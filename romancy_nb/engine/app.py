@@ -151,6 +151,12 @@ class App:
         return self._loop is not None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the app was opened on (None while closed): calls into an open app
+        belong on it, e.g. from a widget handler that runs on another thread's loop."""
+        return self._loop
+
+    @property
     def group_commit(self) -> bool:
         """Whether steps of concurrent instances share commits (default: in FULL modes)."""
         return self._group_commit

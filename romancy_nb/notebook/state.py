@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -19,6 +20,8 @@ DEFAULT_DB = "romancy.db"
 _app: App | None = None
 _opener: Callable[[App], None] | None = None
 _session_started = time.time()
+
+log = logging.getLogger("romancy_nb")
 
 
 def session_started() -> float:
@@ -111,5 +114,11 @@ def start_instance(
     shape.validate_input(shape.bind(args, kwargs))
     iid = instance_id or str(uuid.uuid4())
     app = current_app()
-    aio.run_or_schedule(app.start(wf, *args, instance_id=iid, **kwargs))
+
+    def started(_: Any, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("romancy_nb: starting %s failed: %s", iid, error)
+
+    # On the app's own loop: a Start button's click may arrive on a kernel subshell's.
+    aio.run_on(app.loop, app.start(wf, *args, instance_id=iid, **kwargs), started)
     return iid

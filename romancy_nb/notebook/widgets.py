@@ -517,7 +517,7 @@ class InstanceView(w.VBox):
         try:
             # The app's loop (engine-private: App exposes no accessor), where its calls
             # must run even when a click arrives on a kernel subshell's thread.
-            ran, result = aio.run_on(getattr(self.app, "_loop", None), coro, done)
+            ran, result = aio.run_on(self.app.loop, coro, done)
         except Exception as error:
             done(None, error)
             return
