@@ -9,16 +9,12 @@ after a rewind.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from romancy_nb.engine.cuts import UNWINDING_KINDS
+from romancy_nb.engine.info import decode_json
 from romancy_nb.store.protocol import StepRecord
-
-
-def _json(text: str | None) -> Any:
-    return json.loads(text) if text is not None else None
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,9 @@ class StepSide:
 
     @classmethod
     def of(cls, step: StepRecord) -> StepSide:
-        return cls(step.status, _json(step.input), _json(step.output), _json(step.error))
+        return cls(
+            step.status, decode_json(step.input), decode_json(step.output), decode_json(step.error)
+        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _json(text: str | None) -> Any:
+def decode_json(text: str | None) -> Any:
+    """A stored JSON column's value (None for SQL NULL), as every view of history reads it."""
     return json.loads(text) if text is not None else None
 
 
@@ -46,8 +47,8 @@ class InstanceInfo:
             record.workflow_name,
             record.status,
             json.loads(record.input),
-            _json(record.output),
-            _json(record.error),
+            decode_json(record.output),
+            decode_json(record.error),
             _time(record.created_at),
             _time(record.updated_at),
             record.lock_owner,
@@ -86,9 +87,9 @@ class StepInfo:
             record.kind,
             record.name,
             record.status,
-            _json(record.input),
-            _json(record.output),
-            _json(record.error),
+            decode_json(record.input),
+            decode_json(record.output),
+            decode_json(record.error),
             record.attempts,
             _time(record.started_at),
             _time(record.finished_at),

@@ -221,16 +221,16 @@ class Instances:
         elif outcome.status in ("completed", "failed", "cancelled", "suspended"):
             self._paused.pop(iid, None)
 
-    async def stop(self, instance_id: str) -> None:
+    async def stop(self, instance_id: str) -> bool:
         """Stop this process's run of the instance, if it has one, as closing the app does:
         its lease is released and nothing is recorded for the step in flight (it runs
-        again when the instance resumes)."""
+        again when the instance resumes). False if there was no run to stop."""
         run = self._runs.get(instance_id)
         if run is None or run.task is None:
-            return
+            return False
         run.task.cancel()
         await asyncio.gather(run.task, return_exceptions=True)
-        self._diverged.pop(instance_id, None)
+        return True
 
     def forget_divergence(self, instance_id: str) -> None:
         """The instance's history was changed by hand: let recovery resume it again."""

@@ -10,12 +10,12 @@ still lists every recorded step, the ones after the stop as ``not reached``.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from romancy_nb.engine.gate import StoreGate
+from romancy_nb.engine.info import decode_json
 from romancy_nb.engine.replay import Asked
 from romancy_nb.engine.runner import WorkflowRun
 from romancy_nb.engine.signals import ReplayFrontier, SuspendSignal
@@ -208,28 +208,24 @@ def _asked_row(asked: Asked) -> ReplayStep:
         status = "would wait" if asked.kind in _WAIT_KINDS else "would execute"
         return ReplayStep(
             asked.step_id, asked.kind, asked.name, status,
-            asked_name=asked.name, asked_input=_json(asked.input),
+            asked_name=asked.name, asked_input=decode_json(asked.input),
         )  # fmt: skip
     if asked.violation is None:
         return _recorded_row(asked.recorded, "matched")
     return replace(
         _recorded_row(asked.recorded, "diverged"),
         asked_name=asked.name,
-        asked_input=_json(asked.input),
+        asked_input=decode_json(asked.input),
         diff=asked.violation.diff,
     )
 
 
 def _recorded_row(step: StepRecord, status: str) -> ReplayStep:
-    output = _json(step.output) if step.status != "failed" else _json(step.error)
+    output = decode_json(step.output) if step.status != "failed" else decode_json(step.error)
     return ReplayStep(
-        step.step_id, step.kind, step.name, status, _json(step.input), output, step.status,
+        step.step_id, step.kind, step.name, status, decode_json(step.input), output, step.status,
         seq=step.seq,
     )  # fmt: skip
-
-
-def _json(text: str | None) -> Any:
-    return json.loads(text) if text is not None else None
 
 
 __all__ = ["DeterminismViolation", "ReplayReport", "ReplayStep", "replay"]

@@ -158,19 +158,20 @@ class TimeTravel:
         the compensations in the instance's history)."""
         record = await self._record(iid)
         runs = await self._gate.call(self._store.archived_runs, iid)  # a run elsewhere did it
+        history = await self._history(iid)
         newest = runs[-1] if runs else None
         if record.status != "failed" and newest is not None and newest.status == "rolled_back":
             steps = await self._gate.call(self._store.load_archived_history, iid, newest.run_no)
             run_no = newest.run_no
         else:
-            steps, run_no = await self._history(iid), 0
+            steps, run_no = history, 0
         compensated = [
             s.step_id.removeprefix("compensate:")
             for s in steps
             if s.kind == "compensation" and s.status == "completed"
         ]
         forward = [s.step_id for s in steps if s.kind not in cuts.UNWINDING_KINDS]
-        current = [s for s in await self._history(iid) if s.kind not in cuts.UNWINDING_KINDS]
+        current = [s for s in history if s.kind not in cuts.UNWINDING_KINDS]
         if run_no and newest is not None:  # only what was there up to the cut, not re-runs
             through = next((s.seq for s in current if s.step_id == newest.cut_after), 0)
             current = [s for s in current if s.seq <= through]
@@ -200,9 +201,9 @@ class TimeTravel:
                 "defined in this process (its compensations would not be known)",
                 instance_id=iid,
             )
-        await instances.stop(iid)
-        record = await self._record(iid)  # stopping released the lease
-        _refuse_unwinding(record, operation)
+        if await instances.stop(iid):
+            record = await self._record(iid)  # stopping released the lease
+            _refuse_unwinding(record, operation)
         with instances.claiming(iid) as free:
             if not free:
                 raise InvalidWorkflowState(
