@@ -37,6 +37,7 @@ from romancy_nb.engine.info import (
     page_token as make_page_token,
 )
 from romancy_nb.engine.instances import Instances, Listeners
+from romancy_nb.engine.leadership import Leadership
 from romancy_nb.engine.registry import Registry
 from romancy_nb.engine.registry import registry as default_registry
 from romancy_nb.engine.replayer import ReplayReport
@@ -76,6 +77,11 @@ class App:
     until the store is back (``busy_timeout`` bounds how long a transactional activity's
     session waits for the lock before its attempt is retried); it never fails a workflow.
 
+    ``max_concurrent`` caps how many instances run in this process at once (None: no cap);
+    beyond it, starts and wake-ups are left to other workers or to later. ``0`` makes a
+    client that runs nothing. ``lease_seconds`` is how long a worker on another host may go
+    without a heartbeat before its instances move to others (same host: at once).
+
     ``on_divergence`` is what a run does when its code no longer matches its history (a
     cell was edited): ``"error"`` stops it with a :class:`DeterminismViolation` until the
     code is fixed or the instance is rewound; ``"rewind"`` keeps every matched step,
@@ -98,8 +104,18 @@ class App:
         max_threads: int = 32,
         group_commit: bool | None = None,
         on_divergence: str = "error",
+        max_concurrent: int | None = None,
         registry: Registry | None = None,
     ) -> None:
+        if max_concurrent is not None and (
+            not isinstance(max_concurrent, int)
+            or isinstance(max_concurrent, bool)
+            or max_concurrent < 0
+        ):
+            raise ValueError(
+                f"max_concurrent must be None (no limit) or an int >= 0, not {max_concurrent!r}"
+            )
+        self.max_concurrent = max_concurrent
         if synchronous not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ValueError("synchronous must be 'NORMAL', 'FULL', 'EXTRA' or 'OFF'")
         self.on_divergence = check_divergence_policy(on_divergence) or "error"
@@ -136,6 +152,7 @@ class App:
         self._listeners = Listeners()
         self._instances: Instances | None = None
         self._travel: TimeTravel | None = None
+        self._leadership: Leadership | None = None
         self._waker: Waker | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,14 +232,19 @@ class App:
             lease_seconds=self.lease_seconds,
             listeners=self._listeners,
             loop=loop,
+            max_concurrent=self.max_concurrent,
         )
         settings = WakeSettings(
             self.watch_interval, self.sweep_interval, self.message_retention, self.archive_retention
         )
         self._travel = TimeTravel(self._instances)
+        self._leadership = Leadership(self.store, self.gate, worker.worker_id, self.lease_seconds)
         try:
+            await self._leadership.renew()
             await self._instances.recover()
-            self._waker = self._instances.waker = Waker(self._instances, settings, loop)
+            self._waker = self._instances.waker = Waker(
+                self._instances, settings, loop, self._leadership
+            )
             await self._waker.start()
         except BaseException:
             await self.close()
@@ -247,6 +269,10 @@ class App:
         if self._instances is not None:
             await self._instances.close()
             self._instances = None
+        if self._leadership is not None:
+            with contextlib.suppress(Exception, StoreFault):  # its lease expires anyway
+                await self._leadership.resign()
+            self._leadership = None
         with contextlib.suppress(Exception):  # a failing store still closes
             self.store.remove_worker(self.worker_id)
         if self.executor is not None:
@@ -319,6 +345,10 @@ class App:
 
         Starting with an ``instance_id`` that exists already starts nothing and returns the
         id, so a start can be retried safely (an idempotency key).
+
+        The instance runs here unless this app is at its ``max_concurrent``; then it is
+        stored for whichever worker has room first (this one included, when a run ends).
+        ``App(url, max_concurrent=0)`` is a client: it starts instances for the workers.
         """
         instances = await self._ensure_open()
         wf = self._workflow(workflow)
@@ -331,13 +361,17 @@ class App:
             iid, wf.name, "running", input_json, None, None, self.worker_id, None,
             wf.code_version, now, now,
         )  # fmt: skip
-        with instances.claiming(iid) as free:
-            created = free and await self._call(self.store.create_instance, record)
-            if created:
-                instances.launch(
-                    WorkflowRun(instances, wf, iid, input_json=input_json, args=values)
-                )
+        if instances.capacity() < 1:  # full (or a client, max_concurrent=0): any worker's
+            if await self._call(self.store.create_instance, record._replace(lock_owner=None)):
                 return iid
+        else:
+            with instances.claiming(iid) as free:
+                created = free and await self._call(self.store.create_instance, record)
+                if created:
+                    instances.launch(
+                        WorkflowRun(instances, wf, iid, input_json=input_json, args=values)
+                    )
+                    return iid
         existing = await self._call(self.store.get_instance, iid)
         if existing is not None and existing.workflow_name != wf.name:
             raise InvalidWorkflowState(
@@ -571,6 +605,8 @@ class App:
                 await self.gate.call_blocking(self.store.heartbeat, self.worker_id, time.time())
                 await instances.honour_cancels()
                 await instances.recover()
+                if self._leadership is not None and await self._leadership.renew():
+                    await instances.forget_dead_workers()
             except (Exception, StoreFault):
                 log.exception("background sweep failed; retrying at the next tick")
 

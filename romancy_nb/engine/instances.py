@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from romancy_nb.engine import leases
 from romancy_nb.engine.outcome import Outcome
 from romancy_nb.engine.runner import WorkflowRun
+from romancy_nb.engine.signals import StoreFault
 
 if TYPE_CHECKING:
     from romancy_nb.engine.commits import GroupCommitter
@@ -40,6 +41,8 @@ Listener = Callable[[str, "StepRecord | None"], None]
 
 _PAUSE_FIRST = 0.05
 _PAUSE_MAX = 30.0
+_CLAIM_BATCH = 256
+"""Instances claimed per look by a worker without ``max_concurrent``."""
 
 
 class Listeners:
@@ -106,6 +109,7 @@ class Instances:
         lease_seconds: float,
         listeners: Listeners,
         loop: asyncio.AbstractEventLoop,
+        max_concurrent: int | None = None,
     ) -> None:
         self._store = store
         self._gate = gate
@@ -124,6 +128,11 @@ class Instances:
         self._launch_waiters: dict[str, asyncio.Event] = {}
         self._diverged: dict[str, int] = {}
         self._paused: dict[str, tuple[float, int]] = {}
+        self._max_concurrent = max_concurrent
+        self._claims: asyncio.Task[None] | None = None
+        self._claims_wanted = False
+        self._claims_again = False
+        self._closed = False
 
     # RunHost
 
@@ -220,6 +229,8 @@ class Instances:
             self._paused[iid] = (time.time() + delay, faults + 1)
         elif outcome.status in ("completed", "failed", "cancelled", "suspended"):
             self._paused.pop(iid, None)
+        if self._max_concurrent is not None:
+            self.want_claims()  # a slot is free: take queued work
 
     async def stop(self, instance_id: str) -> bool:
         """Stop this process's run of the instance, if it has one, as closing the app does:
@@ -290,47 +301,101 @@ class Instances:
             self._store.claim_instance, record.instance_id, self._worker_id, owner
         )
 
-    # recovery and sweeps
+    # capacity, claims and recovery
+
+    @property
+    def max_concurrent(self) -> int | None:
+        return self._max_concurrent
+
+    def capacity(self) -> int:
+        """How many more runs this worker takes (``App(max_concurrent=...)``)."""
+        if self._max_concurrent is None:
+            return _CLAIM_BATCH
+        return max(0, self._max_concurrent - len(self._runs) - len(self._claiming))
+
+    def want_claims(self) -> None:
+        """Look for runnable instances soon (one started for any worker, one released, a
+        holder gone, capacity freed here); requests made meanwhile share one look."""
+        if self._claims_wanted or self._closed:
+            return
+        self._claims_wanted = True
+        self._loop.call_soon(self._spawn_claims)
+
+    def _spawn_claims(self) -> None:
+        self._claims_wanted = False
+        if self._closed or self._claims is not None:
+            self._claims_again = self._claims is not None
+            return
+        self._claims = self._loop.create_task(self._claim_loop(), name="romancy-claims")
+
+    async def _claim_loop(self) -> None:
+        try:
+            while True:
+                self._claims_again = False
+                try:
+                    await self.recover()
+                except (Exception, StoreFault) as error:
+                    log.warning("claiming runnable instances failed (%s); retried later", error)
+                    return
+                if not self._claims_again:
+                    return
+        finally:
+            self._claims = None
 
     async def recover(self) -> int:
-        """Resume every active instance whose holder is gone — this worker included, when
-        it holds a lease with no run — and whose workflow is defined here."""
+        """Take and run what is runnable here, up to this worker's capacity: instances
+        started for any worker, released ones, and those whose holder is gone — this
+        worker included, when it holds a lease with no run."""
+        names = [wf.name for wf in self._registry.workflows()]
+        capacity = self.capacity()
+        if not names or capacity < 1:
+            return 0
         now = time.time()
-        live = []
+        dead = [self._worker_id]  # its own leases without a run (excluded: what runs here)
         for worker in await self._gate.call(self._store.list_workers):
-            if worker.worker_id == self._worker_id:
-                continue
-            if leases.is_alive(worker, now, self._lease_seconds):
-                live.append(worker.worker_id)
-            else:
-                await self._gate.call(self._store.remove_worker, worker.worker_id)
+            if worker.worker_id != self._worker_id and not leases.is_alive(
+                worker, now, self._lease_seconds
+            ):
+                dead.append(worker.worker_id)
+        generation = self._registry.generation
+        exclude = {*self._runs, *self._claiming}
+        exclude.update(iid for iid, gen in self._diverged.items() if gen == generation)
+        exclude.update(iid for iid, (until, _) in self._paused.items() if until > now)
+        claimed = await self._gate.call(
+            self._store.claim_runnable, self._worker_id, dead, names, sorted(exclude), capacity
+        )
         resumed = 0
-        for record in await self._gate.call(self._store.find_orphans, live):
-            if await self._resume_orphan(record, now):
-                resumed += 1
+        for record in claimed:
+            resumed += await self._run_claimed(record)
         if resumed:
             log.info("resumed %d instance(s)", resumed)
         return resumed
 
-    async def _resume_orphan(self, record: InstanceRecord, now: float) -> bool:
+    async def _run_claimed(self, record: InstanceRecord) -> bool:
         iid = record.instance_id
-        wf = self._registry.find_workflow(record.workflow_name)
-        if wf is None:
-            return False
-        if self._diverged.get(iid) == self._registry.generation:
-            return False  # still the code that diverged; wait for a redefinition
-        if self._paused.get(iid, (0.0, 0))[0] > now:
-            return False  # the store failed under its last run: back off
         with self.claiming(iid) as free:
-            if not free:
+            if not free:  # it runs here already (it was never anyone else's)
                 return False
-            claimed = await self._gate.call(
-                self._store.claim_instance, iid, self._worker_id, record.lock_owner
-            )
-            if not claimed:
+            wf = self._registry.find_workflow(record.workflow_name)
+            if wf is None:  # redefined away meanwhile: leave it to others
+                await self._gate.call(self._store.release_instance, iid, self._worker_id)
                 return False
             self.launch(await self.resumed_run(wf, record))
         return True
+
+    async def forget_dead_workers(self) -> int:
+        """The leader's sweep: drop the rows of workers that are gone (their instances are
+        claimable already); how many."""
+        now = time.time()
+        gone = [
+            worker.worker_id
+            for worker in await self._gate.call(self._store.list_workers)
+            if worker.worker_id != self._worker_id
+            and not leases.is_alive(worker, now, self._lease_seconds)
+        ]
+        for worker_id in gone:
+            await self._gate.call(self._store.remove_worker, worker_id)
+        return len(gone)
 
     async def honour_cancels(self) -> None:
         for instance_id, reason in await self._gate.call(
@@ -342,6 +407,10 @@ class Instances:
 
     async def close(self) -> None:
         """Stop every run (they resume at the next start); their leases are released."""
+        self._closed = True
+        if self._claims is not None:
+            self._claims.cancel()
+            await asyncio.gather(self._claims, return_exceptions=True)
         tasks = [run.task for run in self._runs.values() if run.task is not None]
         for task in tasks:
             task.cancel()

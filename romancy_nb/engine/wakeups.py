@@ -9,9 +9,13 @@ instance here:
 2. *Pushed, from other processes.* A watcher thread polls SQLite's ``data_version`` every
    few milliseconds (``App(watch_interval=...)``); when another process stores a message or
    an earlier timer, the waiting subscribers are woken and the alarm is moved.
-3. *Swept.* Every ``App(sweep_interval=...)`` seconds, and once at start (a timer that
-   expired while no worker ran fires then), a scan finds any waiting instance that could be
-   woken; it also applies message and archive retention.
+3. *Swept.* Every ``App(sweep_interval=...)`` seconds on the leader (one worker per
+   database, :mod:`romancy_nb.engine.leadership`), and once at start in every worker (a
+   timer that expired while no worker ran fires then), a scan finds any waiting instance
+   that could be woken; it also applies message and archive retention.
+
+A change hint may also say that instances became runnable (started for any worker,
+released) or that a cancellation was asked for: the app claims or cancels them at once.
 
 Only instances whose workflow is defined in this process are woken here; others are left to
 the processes that define them.
@@ -34,6 +38,7 @@ from romancy_nb.store.protocol import ChangeHint, WaitSpec, Wakeup
 
 if TYPE_CHECKING:
     from romancy_nb.engine.instances import Instances
+    from romancy_nb.engine.leadership import Leadership
 
 log = logging.getLogger("romancy_nb")
 
@@ -54,9 +59,14 @@ class Waker:
     """Ends the waits of the instances this app can run; see the module docstring."""
 
     def __init__(
-        self, instances: Instances, settings: WakeSettings, loop: asyncio.AbstractEventLoop
+        self,
+        instances: Instances,
+        settings: WakeSettings,
+        loop: asyncio.AbstractEventLoop,
+        leadership: Leadership,
     ) -> None:
         self.instances = instances
+        self.leadership = leadership
         self.store = instances.store
         self.gate = instances.gate
         self.settings = settings
@@ -114,9 +124,12 @@ class Waker:
     # waking one instance
 
     async def wake(self, wakeup: Wakeup, now: float) -> bool:
-        """End one wait and replay the instance here; False if it could not end now."""
+        """End one wait and replay the instance here; False if it could not end now (or
+        this worker is at its ``max_concurrent``: another worker, or a later look, wakes it)."""
         instances = self.instances
         iid = wakeup.instance_id
+        if instances.capacity() < 1:
+            return False
         with instances.claiming(iid) as free:
             if not free:
                 return False
@@ -212,6 +225,10 @@ class Waker:
     def _on_hint(self, hint: ChangeHint) -> None:
         if self.closed:
             return
+        if hint.runnable:
+            self.instances.want_claims()
+        if hint.cancels:
+            self._spawn(self._cancels_asked())
         if hint.last_message_id > self._seen:
             self._spawn(self._deliver_new())
         if hint.next_fire_at is not None:
@@ -231,12 +248,23 @@ class Waker:
     # the safety net
 
     async def _sweep_forever(self) -> None:
+        first = True  # at start every worker catches up on its own workflows' waits
         while True:
-            try:
-                await self.sweep()
-            except (Exception, StoreFault):
-                log.exception("waiting sweep failed; retrying at the next tick")
+            if first or self.leadership.is_leader:
+                try:
+                    await self.sweep()
+                except (Exception, StoreFault):
+                    log.exception("waiting sweep failed; retrying at the next tick")
+            first = False
             await asyncio.sleep(self.settings.sweep_interval)
+
+    async def _cancels_asked(self) -> None:
+        """Another process asked to cancel: cancel what runs or waits here."""
+        try:
+            await self.instances.honour_cancels()
+            await self._cancel_waiting()
+        except (RomancyError, StoreFault) as error:
+            log.warning("honouring a cancellation failed (%s); the sweep retries", error)
 
     async def _cancel_waiting(self) -> None:
         """Cancel the waiting instances whose cancellation another process asked for.

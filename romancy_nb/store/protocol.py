@@ -141,10 +141,15 @@ class Wakeup(NamedTuple):
 
 
 class ChangeHint(NamedTuple):
-    """What a change watcher reports: the newest message id and the earliest timer."""
+    """What a change watcher reports: the newest message id and the earliest timer, and
+    whether instances may have become runnable (started for any worker, released, their
+    holder gone) or had a cancellation requested, so the engine looks for them now
+    instead of at its next sweep."""
 
     last_message_id: int
     next_fire_at: float | None
+    runnable: bool = False
+    cancels: bool = False
 
 
 class ArchivedRun(NamedTuple):
@@ -262,6 +267,18 @@ class Store(Protocol):
 
     def remove_worker(self, worker_id: str) -> None: ...
 
+    def lead(self, role: str, worker_id: str, now: float, ttl: float) -> bool:
+        """Take or renew the lease of ``role`` (one leader per database, e.g. "sweeper"):
+        True if ``worker_id`` holds it until ``now + ttl`` — it held it already, nobody
+        did, or the holder's lease expired. False while another worker's lease runs."""
+
+    def resign(self, role: str, worker_id: str) -> None:
+        """Give up ``role`` if ``worker_id`` holds it (a clean shutdown): the next
+        candidate takes over at once instead of after the lease expires."""
+
+    def leader(self, role: str) -> tuple[str, float] | None:
+        """(holder, lease expiry) of ``role``, or None if nobody ever held it."""
+
     # instances
     def create_instance(self, instance: InstanceRecord) -> bool:
         """Insert; False (and nothing written) if the id exists already."""
@@ -270,8 +287,22 @@ class Store(Protocol):
 
     def list_instances(self, query: InstanceQuery) -> list[InstanceRecord]: ...
 
-    def find_orphans(self, live_workers: Sequence[str]) -> list[InstanceRecord]:
-        """Active instances whose lock owner is none of ``live_workers``."""
+    def claim_runnable(
+        self,
+        owner: str,
+        dead_workers: Sequence[str],
+        workflows: Sequence[str],
+        exclude: Sequence[str],
+        limit: int,
+    ) -> list[InstanceRecord]:
+        """Take the lease of up to ``limit`` runnable instances, oldest first, in one
+        transaction, and return them as they are now (leased to ``owner``).
+
+        Runnable: active (``ACTIVE_STATUSES``), of one of ``workflows``, not in ``exclude``,
+        and held by nobody, by one of ``dead_workers`` or by a worker that is not
+        registered. Workers claiming at the same moment never get the same instance and
+        never wait on each other (PostgreSQL: ``FOR UPDATE SKIP LOCKED``).
+        """
 
     def claim_instance(self, instance_id: str, owner: str, previous: str | None) -> bool:
         """Take the lease if it is still held by ``previous``; False if someone else won."""

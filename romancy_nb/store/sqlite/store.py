@@ -12,6 +12,7 @@ channels, events, groups, recur) and ``sharing.py`` (the file and Python's ``sql
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from romancy_nb.store.protocol import (
 )
 from romancy_nb.store.sqlite import pragmas, schema, sharing
 from romancy_nb.store.sqlite.connections import Connections, resolve, rollback_quietly
+from romancy_nb.store.sqlite.leaders import Leaders
 from romancy_nb.store.sqlite.travel import HistoryEdits
 from romancy_nb.store.sqlite.waiting import WaitingQueries
 
@@ -172,6 +174,7 @@ class SqliteStore(WaitingQueries):
         )
         super().__init__(self._c)
         self._edits = HistoryEdits(self._c)
+        self._leaders = Leaders(self._c)
         self.where = target.where
         self._held = target.file is not None
         if self._held:
@@ -243,6 +246,15 @@ class SqliteStore(WaitingQueries):
     def remove_worker(self, worker_id: str) -> None:
         self._c.write("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
+    def lead(self, role: str, worker_id: str, now: float, ttl: float) -> bool:
+        return self._leaders.lead(role, worker_id, now, ttl)
+
+    def resign(self, role: str, worker_id: str) -> None:
+        self._leaders.resign(role, worker_id)
+
+    def leader(self, role: str) -> tuple[str, float] | None:
+        return self._leaders.leader(role)
+
     # instances
 
     def create_instance(self, instance: InstanceRecord) -> bool:
@@ -281,15 +293,37 @@ class SqliteStore(WaitingQueries):
         args.append(query.limit)
         return [InstanceRecord(*row) for row in self._c.rows(sql, args)]
 
-    def find_orphans(self, live_workers: Sequence[str]) -> list[InstanceRecord]:
-        statuses = ",".join("?" * len(ACTIVE_STATUSES))
+    def claim_runnable(
+        self,
+        owner: str,
+        dead_workers: Sequence[str],
+        workflows: Sequence[str],
+        exclude: Sequence[str],
+        limit: int,
+    ) -> list[InstanceRecord]:
+        if limit < 1 or not workflows:
+            return []
+        # One UPDATE ... RETURNING: SQLite runs it under the write lock, so two processes
+        # claiming at once take disjoint instances.
         rows = self._c.rows(
-            f"SELECT {_INSTANCE_COLUMNS} FROM workflow_instances WHERE status IN ({statuses}) "
-            "ORDER BY created_at",
-            ACTIVE_STATUSES,
+            f"UPDATE workflow_instances SET lock_owner = ? WHERE instance_id IN ("
+            f"SELECT instance_id FROM workflow_instances "
+            f"WHERE status IN ({','.join('?' * len(ACTIVE_STATUSES))}) "
+            "AND workflow_name IN (SELECT value FROM json_each(?)) "
+            "AND instance_id NOT IN (SELECT value FROM json_each(?)) "
+            "AND (lock_owner IS NULL OR lock_owner IN (SELECT value FROM json_each(?)) "
+            "OR lock_owner NOT IN (SELECT worker_id FROM workers)) "
+            f"ORDER BY created_at LIMIT ?) RETURNING {_INSTANCE_COLUMNS}",
+            (
+                owner,
+                *ACTIVE_STATUSES,
+                json.dumps(list(workflows)),
+                json.dumps(list(exclude)),
+                json.dumps(list(dead_workers)),
+                limit,
+            ),
         )
-        live = set(live_workers)
-        return [InstanceRecord(*row) for row in rows if row[6] not in live]
+        return sorted((InstanceRecord(*row) for row in rows), key=lambda r: r.created_at)
 
     def claim_instance(self, instance_id: str, owner: str, previous: str | None) -> bool:
         return (
