@@ -29,14 +29,27 @@ def open_store(url: str | Path, **options: Any) -> Store:
     ``wait_for_locks`` (True; False gives the engine's own connection a zero busy timeout,
     so a write meeting another writer raises ``DatabaseLockedError`` at once instead of
     waiting on the caller's thread) and ``readonly`` (False; also ``?mode=ro`` in a URI,
-    and automatic for a file this user may not write). ``postgresql://`` URLs are reserved
-    for the PostgreSQL backend, which is not built yet.
+    and automatic for a file this user may not write).
+
+    A ``postgresql://`` or ``postgres://`` URL → PostgreSQL (``pip install
+    'romancy-nb[postgres]'``). Its options: ``min_size`` / ``max_size`` of the connection
+    pool (1 / 16) and ``connect_timeout`` (seconds a call waits for a connection before
+    raising ``StoreUnavailableError``, 5.0); the SQLite options above are accepted and
+    ignored (the server owns durability and locking). Opening connects in the background:
+    a server that is away fails the first call, not the open.
     """
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError(
-            "the PostgreSQL store is not built yet; use a SQLite file path for now"
-        )
+        try:
+            from romancy_nb.store.postgres.store import PostgresStore
+        except ModuleNotFoundError as error:
+            if error.name not in ("psycopg", "psycopg_pool"):
+                raise
+            raise ModuleNotFoundError(
+                f"{text.split('://')[0]}:// URLs need psycopg: pip install 'romancy-nb[postgres]'"
+                f" ({error})"
+            ) from error
+        return PostgresStore(text, **options)
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite:///")
     from romancy_nb.store.sqlite.store import SqliteStore

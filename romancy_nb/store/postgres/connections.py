@@ -1,0 +1,174 @@
+"""The store's connections to one PostgreSQL database: a psycopg pool, and its errors.
+
+Every connection of the pool is in autocommit mode, so a single statement is one round
+trip and one transaction (a durable step is exactly that); a method that needs several
+statements takes :meth:`Connections.transaction`, which brackets them in ``BEGIN`` /
+``COMMIT`` on one connection and rolls back on any error. Sessions (``ctx.session``) take
+a connection for the length of an activity with :meth:`Connections.take`.
+
+The pool connects in the background: opening a store never waits on the network, and a
+call made while the server is away waits at most ``connect_timeout`` for a connection,
+then raises :class:`~romancy_nb.errors.StoreUnavailableError` (the engine retries it). On
+such a failure one direct connection attempt tells a server that is away from one that
+refuses us (a wrong password, a missing database: not worth retrying), since the pool's
+own attempts only log their reason.
+
+A connection an error broke is marked ``BAD`` by psycopg and dropped by the pool when it
+is given back, never reused; after a connection loss the idle connections are checked
+too (they usually died with the same server), from a thread, so the caller never waits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo as pg_conninfo
+from psycopg.rows import TupleRow
+
+from romancy_nb.errors import StoreError
+from romancy_nb.store.postgres.translate import is_connection_loss, translate
+
+Connection = psycopg.Connection[TupleRow]
+
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
+"""TCP keepalives: a connection to a server that vanished without closing it (a network
+partition, a killed VM) fails within ~20 s instead of waiting for the OS's two hours."""
+
+
+def describe(url: str) -> str:
+    """``postgresql://user@host:port/db`` without the password: what messages name."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise StoreError(f"not a PostgreSQL URL ({error}): {url.split('@')[-1]!r}") from None
+    user = f"{params['user']}@" if params.get("user") else ""
+    host = params.get("host") or "localhost"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{params.get('dbname') or ''}"
+
+
+class Connections:
+    """The pool of one store and the few ways the store uses it (see the module)."""
+
+    def __init__(self, url: str, *, min_size: int, max_size: int, connect_timeout: float) -> None:
+        self.where = describe(url)
+        self._url = url
+        self._timeout = connect_timeout
+        # libpq takes whole seconds and treats anything below 2 as 2
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(2, round(connect_timeout)),
+            **_KEEPALIVES,
+        }
+        self._pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
+            url,
+            kwargs={"autocommit": True, **self._connect_kwargs},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=connect_timeout,
+            open=False,
+            name=f"romancy {self.where}",
+        )
+        self._pool.open(wait=False)
+        self._checking = threading.Lock()
+
+    # statements
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._pool.connection() as connection:
+                return connection.execute(sql, args).fetchall()
+        except psycopg.Error as error:
+            self.fail(error)
+
+    def write(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """Run one statement (its own transaction); how many rows it changed."""
+        try:
+            with self._pool.connection() as connection:
+                return connection.execute(sql, args).rowcount
+        except psycopg.Error as error:
+            self.fail(error)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction on one pooled connection; rolled back on any error.
+
+        READ COMMITTED, as PostgreSQL defaults to: a method that must not race with
+        others locks what it depends on (the instance row, ``FOR UPDATE``) first.
+        """
+        try:
+            with self._pool.connection() as connection, connection.transaction():
+                yield connection
+        except psycopg.Error as error:
+            self.fail(error)
+
+    # connections held longer: sessions, migrations, the watcher
+
+    def take(self, timeout: float | None = None) -> Connection:
+        """A pooled connection for a session; hand it back with :meth:`give_back`.
+
+        ``timeout`` (seconds) bounds the wait for a free connection (default: the
+        connect timeout).
+        """
+        try:
+            return self._pool.getconn(self._timeout if timeout is None else timeout)
+        except psycopg.Error as error:
+            self.fail(error)
+
+    def give_back(self, connection: Connection) -> None:
+        """Return a session's connection (the pool drops it if it is broken)."""
+        with suppress(psycopg_pool.PoolClosed):
+            self._pool.putconn(connection)
+
+    def connect(self) -> Connection:
+        """A connection of its own, outside the pool (migrations, the change watcher)."""
+        try:
+            return psycopg.connect(self._url, autocommit=True, **self._connect_kwargs)
+        except psycopg.Error as error:
+            raise translate(error, self.where) from error
+
+    # errors
+
+    def fail(self, error: psycopg.Error) -> NoReturn:
+        """Raise ours for ``error``; see the module docstring for what else happens."""
+        if isinstance(error, psycopg_pool.PoolTimeout):
+            self._diagnose(error)
+        if is_connection_loss(error):
+            self._check_idle()
+        raise translate(error, self.where) from error
+
+    def _diagnose(self, timeout: psycopg_pool.PoolTimeout) -> None:
+        """No connection in time: raise the reason if the server refuses us for good."""
+        try:
+            self.connect().close()
+        except StoreError as refused:
+            if not refused.transient:
+                raise refused from timeout
+
+    def _check_idle(self) -> None:
+        if not self._checking.acquire(blocking=False):
+            return  # a check is under way
+
+        def check() -> None:
+            try:
+                with suppress(psycopg.Error, psycopg_pool.PoolClosed):
+                    self._pool.check()
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=check, name="romancy-pool-check", daemon=True).start()
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+__all__ = ["Connection", "Connections", "describe"]
