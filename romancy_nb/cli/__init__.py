@@ -22,7 +22,7 @@ from romancy_nb.cli.common import (
 )
 from romancy_nb.cli.demo import demo_command
 from romancy_nb.cli.events import event_command
-from romancy_nb.cli.notebook import run_command, worker_command
+from romancy_nb.cli.notebook import run_command
 from romancy_nb.cli.travel import (
     compare_command,
     fork_command,
@@ -31,6 +31,7 @@ from romancy_nb.cli.travel import (
     rewind_command,
     rollback_command,
 )
+from romancy_nb.cli.worker import worker_command
 
 app = typer.Typer(
     name="romancy-nb",
@@ -88,7 +89,7 @@ app.command("retry", cls=Command)(retry_command)
 app.command("fork", cls=Command)(fork_command)
 app.command("compare", cls=Command)(compare_command)
 app.command("demo", cls=Command)(demo_command)
-# Headless notebooks (romancy_nb.cli.notebook, also runnable as python -m on its own).
+# Headless notebooks (romancy_nb.cli.notebook) and workers (romancy_nb.cli.worker).
 app.command("run", cls=Command)(run_command)
 app.command("worker", cls=Command)(worker_command)
 

@@ -28,10 +28,8 @@ import ast
 import json
 import os
 import re
-import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -42,14 +40,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
-
-app = typer.Typer(
-    name="romancy-nb",
-    help="Run notebooks headless, and serve their workflows.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -151,7 +141,6 @@ def kernel_config(sockets: Path) -> Any:
     return Config(KernelManager={"transport": "ipc", "ip": str(sockets / "kernel")})
 
 
-@app.command("run")
 def run_command(
     notebook: Annotated[Path, typer.Argument(help="The .ipynb file to execute.")],
     parameter: Annotated[
@@ -404,29 +393,23 @@ def _run_definition(shell: Any, source: str, where: str) -> None:
         )
 
 
-@app.command("worker")
-def worker_command(
-    notebook: Annotated[
-        Path, typer.Option("--notebook", "-n", help="The notebook whose workflows to serve.")
-    ],
-    db: Annotated[
-        str | None,
-        typer.Option("--db", metavar="PATH", help="Database (default: romancy.db beside it)."),
-    ] = None,
-    duration: Annotated[
-        float, typer.Option("--duration", help="Stop after this many seconds (0: run on).")
-    ] = 0,
-) -> None:
-    """Load NOTEBOOK's definitions and serve its instances until stopped (Ctrl-C, SIGTERM)."""
+def load_notebook_app(notebook: Path, db: str | None) -> tuple[Any, Any]:
+    """Run NOTEBOOK's definition cells in an IPython shell here; (its default app, the
+    shell's event loop, which that app must run on). ``db``: default romancy.db beside it."""
+    from IPython.core.async_helpers import get_asyncio_loop
     from IPython.core.interactiveshell import InteractiveShell
 
     nb = _load(notebook)
     folder = notebook.resolve().parent
-    os.environ["ROMANCY_DB"] = str(Path(db).resolve()) if db else str(folder / "romancy.db")
+    if db is None:
+        os.environ["ROMANCY_DB"] = str(folder / "romancy.db")
+    elif "://" not in db:
+        os.environ["ROMANCY_DB"] = str(Path(db).resolve())
+    else:
+        os.environ["ROMANCY_DB"] = db
     os.chdir(folder)
     sys.path.insert(0, str(folder))
     shell = InteractiveShell.instance()
-    console = _console()
     _run_definition(shell, "%load_ext romancy_nb", f"{notebook}: %load_ext romancy_nb")
     log = _console(stderr=True)
     for definition in definitions(nb):
@@ -439,25 +422,4 @@ def worker_command(
         log.print(f"{where}: loading", markup=False)
         _run_definition(shell, definition.source, where)
     shell.run_cell("import romancy_nb as _rn\n_romancy_app = _rn.current_app()", silent=True)
-    served = shell.user_ns["_romancy_app"]
-    names = sorted(wf.name for wf in served.registry.workflows())
-    console.print(
-        f"serving {', '.join(names) or 'no workflows'} from {notebook} on {served.url}",
-        markup=False,
-    )
-    from IPython.core.async_helpers import get_asyncio_loop
-
-    loop = get_asyncio_loop()
-    stop = loop.create_future()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    if duration:
-        loop.call_later(duration, lambda: stop.done() or stop.set_result(None))
-    started = time.monotonic()
-    loop.run_until_complete(stop)
-    loop.run_until_complete(served.close())
-    console.print(f"stopped after {time.monotonic() - started:.1f} s", markup=False)
-
-
-if __name__ == "__main__":
-    app(prog_name="romancy-nb")
+    return shell.user_ns["_romancy_app"], get_asyncio_loop()

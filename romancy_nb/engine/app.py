@@ -107,6 +107,9 @@ class App:
         max_concurrent: int | None = None,
         registry: Registry | None = None,
     ) -> None:
+        settings = dict(locals())
+        del settings["self"], settings["db"]
+        self._settings = settings
         if max_concurrent is not None and (
             not isinstance(max_concurrent, int)
             or isinstance(max_concurrent, bool)
@@ -156,6 +159,18 @@ class App:
         self._waker: Waker | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def copy(self, db: str | Path | None = None, **changes: Any) -> App:
+        """A new, closed App with this one's registry and settings, changed by ``changes``
+        (the ``App`` keyword arguments) and bound to ``db`` (default: the same URL).
+
+        For a worker that serves an application module's app on another database, or with
+        another ``max_concurrent``: ``romancy-nb worker --app mod:app --db URL``.
+        """
+        unknown = set(changes) - set(self._settings)
+        if unknown:
+            raise TypeError(f"App.copy() got unknown settings: {', '.join(sorted(unknown))}")
+        return App(self.url if db is None else db, **{**self._settings, **changes})
 
     # lifecycle
 
@@ -251,6 +266,19 @@ class App:
             raise
         self._sweeper = loop.create_task(self._sweep_forever(), name="romancy-sweeper")
         return self
+
+    async def drain(self, timeout: float) -> list[str]:
+        """Take no more work, then wait up to ``timeout`` seconds for the runs of this
+        process to finish or suspend (a graceful shutdown: ``romancy-nb worker`` on
+        SIGTERM); returns the ids still running. ``close()`` then releases those, and
+        other workers resume them from their last recorded step."""
+        instances = await self._ensure_open()
+        instances.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (tasks := instances.tasks()) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(tasks, timeout=left)
+        return instances.running()
 
     async def close(self) -> None:
         """Stop sweeps and running instances (they resume at the next start), release all."""

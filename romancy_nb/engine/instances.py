@@ -201,6 +201,10 @@ class Instances:
     def running(self) -> list[str]:
         return list(self._runs)
 
+    def tasks(self) -> list[asyncio.Task[Outcome]]:
+        """The tasks of the runs here that have not ended."""
+        return [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+
     def launch(self, run: WorkflowRun) -> None:
         run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
         self._runs[run.instance_id] = run
@@ -312,6 +316,10 @@ class Instances:
         if self._max_concurrent is None:
             return _CLAIM_BATCH
         return max(0, self._max_concurrent - len(self._runs) - len(self._claiming))
+
+    def drain(self) -> None:
+        """Take no more work (a graceful shutdown): no claims, starts go to other workers."""
+        self._max_concurrent = 0
 
     def want_claims(self) -> None:
         """Look for runnable instances soon (one started for any worker, one released, a

@@ -38,7 +38,7 @@ def write_notebook(folder: Path, cells: list[str], parameters_at: int | None = N
 
 def notebook_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "romancy_nb.cli.notebook", *args],
+        [sys.executable, "-m", "romancy_nb.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -46,9 +46,18 @@ def notebook_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+DURATION = ("--duration", "0.1")
+
+
 def worker(path: Path) -> subprocess.CompletedProcess[str]:
     """A worker that loads ``path``'s definitions and stops at once (it serves for 0.1 s)."""
-    return notebook_cli("worker", "--notebook", str(path), "--duration", "0.1")
+    return subprocess.run(
+        [sys.executable, "-m", "romancy_nb.cli", "worker", "--notebook", str(path), *DURATION],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
 
 
 # IPython syntax in plain cells

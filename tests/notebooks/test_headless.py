@@ -49,7 +49,7 @@ def write_notebook(folder: Path, cells: list[str], parameters_at: int | None = 1
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "romancy_nb.cli.notebook", *args],
+        [sys.executable, "-m", "romancy_nb.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -177,7 +177,7 @@ def test_worker_serves_instances_after_the_kernel_is_gone(tmp_path: Path) -> Non
     assert query(db, "SELECT status FROM workflow_instances") == [("waiting_for_event",)]
     errors = tmp_path / "worker.err"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "romancy_nb.cli.notebook", "worker", "--notebook", str(path)],
+        [sys.executable, "-m", "romancy_nb.cli", "worker", "--notebook", str(path)],
         stdout=subprocess.PIPE,
         stderr=errors.open("w"),
         text=True,
@@ -195,7 +195,7 @@ def test_worker_serves_instances_after_the_kernel_is_gone(tmp_path: Path) -> Non
     try:
         eventually(
             lambda: (
-                any(line.startswith("serving approval_flow") for line in lines)
+                any(" serving approval_flow " in line for line in lines)
                 or worker.poll() is not None
             ),
             what="the worker to start serving",

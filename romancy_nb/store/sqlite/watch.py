@@ -17,9 +17,10 @@ memory database) it polls: every ``interval`` while the file is busy, every
 ``idle_interval`` (20 ms) after ``idle_after`` seconds of quiet. Either way a safety check
 runs every ``idle_interval`` × 25 (0.5 s).
 
-When the value moves, the watcher runs one small probe — the newest message id and the
-earliest timer, both index lookups — and calls back only if one of them changed, so the
-engine's event loop is only disturbed when something it may have to wake has appeared.
+When the value moves, the watcher runs one small probe — the newest message id, the
+earliest timer and the number of instances waiting for a worker, index lookups — and
+calls back only if one of them changed, so the engine's event loop is only disturbed
+when something it may have to wake has appeared.
 
 https://sqlite.org/pragma.html#pragma_data_version
 """
@@ -38,22 +39,26 @@ from typing import Any
 
 import apsw
 
-from romancy_nb.store.protocol import ChangeHint
+from romancy_nb.store.protocol import ACTIVE_STATUSES, ChangeHint
 
 log = logging.getLogger("romancy_nb")
 
 _PROBE = (
     "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'channel_messages'), "
-    "(SELECT min(fire_at) FROM waits WHERE fire_at IS NOT NULL)"
+    "(SELECT min(fire_at) FROM waits WHERE fire_at IS NOT NULL), "
+    "(SELECT count(*) FROM workflow_instances WHERE lock_owner IS NULL "
+    f"AND status IN ({', '.join(repr(status) for status in ACTIVE_STATUSES)}))"
 )
 _IN_MODIFY, _IN_CREATE, _IN_MOVED_TO = 0x2, 0x100, 0x80
 
 
-def probe(connection: apsw.Connection) -> ChangeHint:
-    """The newest message id ever stored and the earliest pending timer."""
+def probe(connection: apsw.Connection) -> tuple[ChangeHint, int]:
+    """The newest message id ever stored, the earliest pending timer, and how many active
+    instances nobody holds (started for any worker, released): the hint, and that count,
+    whose change is news even when the hint's flag stays the same."""
     row: tuple[Any, ...] = connection.execute(_PROBE).fetchall()[0]
-    last_id, next_fire_at = row
-    return ChangeHint(last_id or 0, next_fire_at)
+    last_id, next_fire_at, unowned = row
+    return ChangeHint(last_id or 0, next_fire_at, runnable=unowned > 0), unowned
 
 
 def data_version(connection: apsw.Connection) -> int:
@@ -157,7 +162,7 @@ class ChangeWatcher:
 
     def _loop(self, connection: apsw.Connection) -> None:
         last_version: int | None = None
-        last_hint: ChangeHint | None = None
+        last_state: tuple[ChangeHint, int] | None = None
         quiet_since = time.monotonic()
         pause = self._interval
         while not self._stopping.is_set():
@@ -165,12 +170,12 @@ class ChangeWatcher:
             if version != last_version:
                 last_version = version
                 quiet_since = time.monotonic()
-                hint = probe(connection)
-                if hint != last_hint:
-                    last_hint = hint
+                state = probe(connection)
+                if state != last_state:
+                    last_state = state
                     pause = self._interval
                     try:
-                        self._on_change(hint)
+                        self._on_change(state[0])
                     except Exception:
                         log.exception("change watcher callback failed")
                 else:  # commits that add no message nor timer (steps...): look less often
