@@ -35,6 +35,9 @@ from romancy_nb.store.postgres.translate import is_connection_loss, translate
 
 Connection = psycopg.Connection[TupleRow]
 
+_SERVER_ENDED_SESSION = ("57P01", "57P02")
+"""admin_shutdown, crash_shutdown: see :meth:`Connections._fail_unless_stale`."""
+
 _KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -75,28 +78,37 @@ class Connections:
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout,
+            # The pool retries a failed connection with a doubling delay until this many
+            # seconds have passed, then starts over at the next call: a server back after
+            # an outage of any length is reconnected within a few seconds.
+            reconnect_timeout=max(5.0, 2 * connect_timeout),
             open=False,
             name=f"romancy {self.where}",
         )
         self._pool.open(wait=False)
+        self._max_size = max_size
         self._checking = threading.Lock()
 
     # statements
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._pool.connection() as connection:
-                return connection.execute(sql, args).fetchall()
-        except psycopg.Error as error:
-            self.fail(error)
+        for _ in self._attempts():
+            try:
+                with self._pool.connection() as connection:
+                    return connection.execute(sql, args).fetchall()
+            except psycopg.Error as error:
+                self._fail_unless_stale(error)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def write(self, sql: str, args: Sequence[Any] = ()) -> int:
         """Run one statement (its own transaction); how many rows it changed."""
-        try:
-            with self._pool.connection() as connection:
-                return connection.execute(sql, args).rowcount
-        except psycopg.Error as error:
-            self.fail(error)
+        for _ in self._attempts():
+            try:
+                with self._pool.connection() as connection:
+                    return connection.execute(sql, args).rowcount
+            except psycopg.Error as error:
+                self._fail_unless_stale(error)
+        raise AssertionError("unreachable: the last attempt raises")
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -105,27 +117,63 @@ class Connections:
         READ COMMITTED, as PostgreSQL defaults to: a method that must not race with
         others locks what it depends on (the instance row, ``FOR UPDATE``) first.
         """
+        connection = self.begin()
         try:
-            with self._pool.connection() as connection, connection.transaction():
-                yield connection
-        except psycopg.Error as error:
-            self.fail(error)
+            yield connection
+            connection.execute("COMMIT")
+        except BaseException as error:
+            if not connection.closed:
+                with suppress(psycopg.Error):
+                    connection.execute("ROLLBACK")
+            if isinstance(error, psycopg.Error):
+                self.fail(error)
+            raise
+        finally:
+            self.give_back(connection)
 
-    # connections held longer: sessions, migrations, the watcher
-
-    def take(self, timeout: float | None = None) -> Connection:
-        """A pooled connection for a session; hand it back with :meth:`give_back`.
+    def begin(self, timeout: float | None = None) -> Connection:
+        """A pooled connection in a new transaction (``BEGIN`` sent); a session's, or
+        :meth:`transaction`'s. Give it back with :meth:`give_back`.
 
         ``timeout`` (seconds) bounds the wait for a free connection (default: the
         connect timeout).
         """
-        try:
-            return self._pool.getconn(self._timeout if timeout is None else timeout)
-        except psycopg.Error as error:
-            self.fail(error)
+        for _ in self._attempts():
+            try:
+                connection = self._pool.getconn(self._timeout if timeout is None else timeout)
+            except psycopg.Error as error:
+                self.fail(error)
+            try:
+                connection.execute("BEGIN")
+                return connection
+            except psycopg.Error as error:
+                self.give_back(connection)
+                self._fail_unless_stale(error)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _attempts(self) -> range:
+        # every pooled connection may have died with a restarted server, plus a new one
+        return range(self._max_size + 1)
+
+    def _fail_unless_stale(self, error: psycopg.Error) -> None:
+        """Return (try again) if ``error`` only says the connection was ended by a server
+        restart before it ran anything (the pool then drops it); raise ours otherwise.
+
+        The server ends an idle session with ``admin_shutdown`` / ``crash_shutdown``, which
+        the client reads when it next sends a statement: that statement never ran, so
+        running it on another connection cannot do it twice. (A statement that was
+        running is rolled back by the same shutdown.)
+        """
+        if error.sqlstate in _SERVER_ENDED_SESSION:
+            self._check_idle()
+            return
+        self.fail(error)
+
+    # connections held longer: sessions, migrations, the watcher
 
     def give_back(self, connection: Connection) -> None:
-        """Return a session's connection (the pool drops it if it is broken)."""
+        """Return a connection of :meth:`begin` (the pool drops it if it is broken, and
+        rolls back a transaction left open)."""
         with suppress(psycopg_pool.PoolClosed):
             self._pool.putconn(connection)
 

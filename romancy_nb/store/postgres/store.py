@@ -82,6 +82,8 @@ class PostgresSession:
         self._open = False
         connection = self._connection
         try:
+            if connection.closed and statement == "ROLLBACK":
+                return  # the server ended the transaction with the connection
             if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 connection.execute(statement)
         except psycopg.Error as error:
@@ -243,13 +245,7 @@ class PostgresStore:
     def open_session(self, *, wait: bool = True) -> PostgresSession:
         # No database-wide writer lock to wait for here: only for a free pooled connection,
         # which an activity on the event loop must not wait long for.
-        connection = self._c.take(None if wait else _SESSION_WAIT)
-        try:
-            connection.execute("BEGIN")
-        except psycopg.Error as error:
-            self._c.give_back(connection)
-            self._c.fail(error)
-        return PostgresSession(self._c, connection)
+        return PostgresSession(self._c, self._c.begin(None if wait else _SESSION_WAIT))
 
     # waiting (waiting.py)
 

@@ -12,6 +12,8 @@ drops them when they come back (see ``connections.py``).
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import psycopg_pool
 
@@ -27,8 +29,22 @@ _DENIED = ("28",)
 """Invalid authorization (a wrong password, an unknown role, refused by pg_hba.conf)."""
 
 
+_REFUSALS = {
+    "3D000": re.compile(r'FATAL: +database ".*" does not exist'),
+    "28000": re.compile(
+        r"FATAL: +(password authentication failed|role \".*\" does not exist"
+        r"|no pg_hba\.conf entry|.* authentication failed)"
+    ),
+}
+"""A refused connection carries no SQLSTATE in psycopg (libpq reports it as text): the
+server's FATAL message tells a wrong database or login from a server that is away."""
+
+
 def _state(error: psycopg.Error) -> str:
-    return error.sqlstate or ""
+    if error.sqlstate:
+        return error.sqlstate
+    text = str(error)
+    return next((state for state, found in _REFUSALS.items() if found.search(text)), "")
 
 
 def is_connection_loss(error: BaseException) -> bool:
@@ -37,8 +53,8 @@ def is_connection_loss(error: BaseException) -> bool:
     if isinstance(error, psycopg_pool.PoolTimeout):
         return False
     if isinstance(error, psycopg.OperationalError):
-        state = error.sqlstate
-        return state is None or state.startswith(_GONE)
+        state = _state(error)
+        return not state or state.startswith(_GONE)
     return False
 
 
