@@ -28,8 +28,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENVS = BENCH / ".venvs"
-sys.path.insert(0, str(BENCH / "workloads"))
+sys.path[:0] = [str(BENCH), str(BENCH / "workloads")]
 from common import RESULT_MARKER  # noqa: E402
+from pg_report import carry  # noqa: E402
 from report import render_markdown, render_terminal  # noqa: E402
 
 
@@ -44,7 +45,7 @@ class Peer:
     args: tuple[str, ...] = ()
 
 
-ROMANCY_REQ = ("-e", str(ROOT))
+ROMANCY_REQ = ("-e", f"{ROOT}[postgres]")  # psycopg too, for bench/postgres.py
 PEERS = (
     Peer("dbos", "dbos", ("dbos==3.4.0",), "dbos_bench.py"),
     Peer("edda", "edda", ("edda-framework==0.16.2",), "edda_bench.py"),
@@ -228,7 +229,8 @@ def main() -> int:
     render_terminal(outcomes, facts)
     out = args.out or (BENCH / "RESULTS.md" if not args.quick and not wanted else None)
     if out:
-        out.write_text(render_markdown(outcomes, facts, quick=args.quick))
+        # the PostgreSQL section is bench/postgres.py's: keep it
+        out.write_text(carry(out, render_markdown(outcomes, facts, quick=args.quick)))
         print(f"wrote {out}")
     return 0 if all(o.payload for o in outcomes) else 1
 
