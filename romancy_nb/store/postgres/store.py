@@ -350,6 +350,18 @@ class PostgresStore:
 
     # views and change detection
 
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table of the store's schema (tests, diagnostics; not part of the
+        protocol, as on SQLite)."""
+        tables = [
+            row[0]
+            for row in self._c.rows(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename"
+            )
+        ]
+        return {t: self._c.rows(f"SELECT count(*) FROM {_quoted(t)}")[0][0] for t in tables}
+
     def read_table(self, name: str, where: Mapping[str, Any] | None = None) -> TableRows | None:
         # SQLite's names are case-insensitive: the exact (quoted) name first, then folded
         oid, table = self._c.rows(
