@@ -53,8 +53,9 @@ def _global(
         typer.Option(
             "--db",
             envvar=DB_ENV,
-            metavar="PATH",
-            help="Database file for every command (default ./romancy.db).",
+            metavar="PATH|URL",
+            help="Database for every command: a SQLite file or a postgresql:// URL "
+            "(default ./romancy.db).",
             show_default=False,
         ),
     ] = None,

@@ -49,8 +49,9 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        metavar="PATH",
-        help="Database file. Default: the global --db, else $ROMANCY_DB, else ./romancy.db.",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL. Default: the global --db, else $ROMANCY_DB, "
+        "else ./romancy.db.",
         show_default=False,
     ),
 ]

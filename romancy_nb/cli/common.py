@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 import romancy_nb as rn
+from romancy_nb.store import is_server_url
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -156,7 +157,12 @@ def open_app(db: str, *, must_exist: bool = True) -> Iterator[rn.App]:
     Read commands refuse a missing file rather than create an empty database where a typo
     in ``--db`` pointed.
     """
-    if must_exist and db != ":memory:" and not Path(db).expanduser().exists():
+    if (
+        must_exist
+        and db != ":memory:"
+        and not is_server_url(db)
+        and not Path(db).expanduser().exists()
+    ):
         raise CliError(f"no database at {db} (give --db PATH or set {DB_ENV})", EXIT_NOT_FOUND)
     app = rn.App(db)
     try:

@@ -37,6 +37,7 @@ from romancy_nb.cli.common import (
     import_modules,
     stdout,
 )
+from romancy_nb.store import display_url
 
 
 def _module_app(spec: str, db: str | None) -> rn.App:
@@ -90,7 +91,7 @@ async def _serve(app: rn.App, duration: float, grace: float) -> None:
     limit = "no limit" if app.max_concurrent is None else f"at most {app.max_concurrent} at once"
     out.print(
         f"worker {app.worker_id} serving {', '.join(names) or 'no workflows'} "
-        f"on {app.url} ({limit})",
+        f"on {display_url(app.url)} ({limit})",
         markup=False,
     )
     started = time.monotonic()

@@ -19,6 +19,7 @@ from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
 from romancy_nb.notebook import aio, cells, debug, state, travel, views
 from romancy_nb.notebook.widgets import InstanceView, panel
+from romancy_nb.store import display_url
 
 _TIME_TRAVEL = ("rewind", "rollback", "fork", "retry", "compare")
 
@@ -67,7 +68,7 @@ def _romancy_parser() -> _Parser:
     event.add_argument("--source", default="notebook")
     travel.add_commands(sub, _json_arg)
     config = sub.add_parser("config", help="show or change the app's settings")
-    config.add_argument("--db", metavar="PATH", help="bind the default app to this database")
+    config.add_argument("--db", metavar="PATH|URL", help="bind the default app to this database")
     return parser
 
 
@@ -314,12 +315,12 @@ class RomancyMagics(Magics):
 
     def _config(self, db: str | None) -> Any:
         if db is None:
-            return {"db": state.bound_db()}
+            return {"db": display_url(state.bound_db())}
         previous = state.set_app(state.new_app(db))
         if previous is not None:
             state.close_app(previous)
         state.open_app(state.current_app())
-        return {"db": state.current_app().url}
+        return {"db": display_url(state.current_app().url)}
 
 
 _NAMED = 10

@@ -39,7 +39,7 @@ def open_store(url: str | Path, **options: Any) -> Store:
     a server that is away fails the first call, not the open.
     """
     text = str(url)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_server_url(text):
         try:
             from romancy_nb.store.postgres.store import PostgresStore
         except ModuleNotFoundError as error:
@@ -55,6 +55,25 @@ def open_store(url: str | Path, **options: Any) -> Store:
     from romancy_nb.store.sqlite.store import SqliteStore
 
     return SqliteStore(text, **options)
+
+
+def is_server_url(url: str | Path) -> bool:
+    """Whether ``url`` names a database server (PostgreSQL), not a SQLite file."""
+    return str(url).startswith(("postgresql://", "postgres://"))
+
+
+def display_url(url: str | Path) -> str:
+    """``url`` as safe to print: a password in it is shown as ``***``."""
+    text = str(url)
+    if not is_server_url(text):
+        return text
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
 
 
 def connect(
@@ -83,5 +102,7 @@ __all__ = [
     "TableRows",
     "WorkerRecord",
     "connect",
+    "display_url",
+    "is_server_url",
     "open_store",
 ]
