@@ -156,6 +156,7 @@ class App:
         self._instances: Instances | None = None
         self._travel: TimeTravel | None = None
         self._leadership: Leadership | None = None
+        self._opening: asyncio.Lock | None = None
         self._waker: Waker | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,9 +224,21 @@ class App:
             self._migrated = True
 
     async def open(self) -> App:
-        """Apply migrations, register this worker, resume orphaned instances, start sweeps."""
+        """Apply migrations, register this worker, resume orphaned instances, start sweeps.
+
+        Opening an open app does nothing; a second ``open`` while the first one still waits
+        on the store (a notebook cell's start right after ``%romancy config``) waits for it.
+        """
         if self._loop is not None:
             return self
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._loop is None:
+                await self._open()
+        return self
+
+    async def _open(self) -> None:
         await self._call(self.ensure_schema, blocking=True)
         worker = leases.new_worker()
         await self._call(self.store.register_worker, worker)
@@ -265,7 +278,6 @@ class App:
             await self.close()
             raise
         self._sweeper = loop.create_task(self._sweep_forever(), name="romancy-sweeper")
-        return self
 
     async def drain(self, timeout: float) -> list[str]:
         """Take no more work, then wait up to ``timeout`` seconds for the runs of this
@@ -307,6 +319,7 @@ class App:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
         self._loop = None
+        self._opening = None  # a Lock belongs to its loop: the next open may be on another
         self.gate.close()
         self.store.close()
         self._store_open = False

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 import romancy_nb as rn
 from romancy_nb.store import open_store
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="App.open checks self._loop, which it sets only after its first awaits "
-    "(ensure_schema, register_worker): a second open meanwhile registers a second worker "
-    "and builds a second Instances/Waker/sweeper (reported to the lead)",
-)
 async def test_two_opens_at_once_register_one_worker(store_url: str) -> None:
     app = rn.App(store_url)
     try:
