@@ -1,9 +1,10 @@
 """Who holds an instance, and whether that holder is still alive.
 
 A worker registers itself (host, pid, process start time) and renews a heartbeat. Another
-worker on the same host knows at once whether the holder died, by checking its process; on
-another host it waits for the heartbeat lease to expire. A long activity keeps its lease
-because the heartbeat is per worker, not per step, and it is renewed while the process lives.
+worker on the same host (and in the same pid namespace: not another container) knows at
+once whether the holder died, by checking its process; elsewhere it waits for the
+heartbeat lease to expire. A long activity keeps its lease because the heartbeat is per
+worker, not per step, and it is renewed while the process lives.
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from pathlib import Path
 
 from romancy_nb.store import WorkerRecord
 
-HOST = socket.gethostname()
+
+def _host() -> str:
+    """This machine *and* process namespace: two containers may share a hostname (host
+    networking) while their pids mean different processes, so the pid check applies only
+    between workers that see the same pid namespace."""
+    name = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return name
+    return f"{name}/{namespace.removeprefix('pid:').strip('[]')}"
+
+
+HOST = _host()
 
 
 def process_start(pid: int) -> str | None:
