@@ -6,11 +6,18 @@ that needs SQLite itself (it opens the file with apsw, uses a pragma, a VFS, the
 mode) takes ``db_path``, the file of that same database, and is marked
 ``@pytest.mark.sqlite_only``: ``pytest -m sqlite_only`` lists what a new backend does not
 cover. A backend that is missing fails its tests; nothing is skipped.
+
+PostgreSQL runs on a private server that the session starts on first use
+(tests/postgres_server.py; ``postgres_server`` for a test that restarts it), one new
+database per test. User tables that tests read back are written with tests/sql.py, whose
+``?`` placeholders and ledger tables work on both backends.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,8 @@ import pytest
 
 import romancy_nb as rn
 from romancy_nb.store import Store
-from tests.faults import ledger_rows
+from tests.postgres_server import PostgresServer, shared_server, shutdown_shared
+from tests.sql import postgres_rows, sqlite_rows
 
 FAST_RETRY = rn.RetryPolicy.fixed(3, 0.001)
 """Three quick attempts, so retry tests do not sleep the default 1 s / 2 s / 4 s."""
@@ -50,8 +58,44 @@ def _sqlite_database(tmp_path: Path) -> str:
     return str(tmp_path / "romancy.db")
 
 
-BACKENDS = {backend.name: backend for backend in [Backend("sqlite", _sqlite_database, ledger_rows)]}
+_databases = itertools.count()
+
+
+def _postgres_database(tmp_path: Path) -> str:
+    """A new database on the session's private server, named after the test's folder."""
+    import psycopg  # only the PostgreSQL runs need it
+
+    server = shared_server()
+    server.start()  # a test that took the server away and failed left it stopped
+    slug = re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower())
+    name = f"t{next(_databases):04d}_{slug}"[:63]
+    with psycopg.connect(server.url, autocommit=True, connect_timeout=10) as connection:
+        # FILE_COPY: the template is tiny and fsync is off, so a copy beats WAL-logging it.
+        connection.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')
+    return server.url_for(name)
+
+
+BACKENDS = {
+    backend.name: backend
+    for backend in [
+        Backend("sqlite", _sqlite_database, sqlite_rows),
+        Backend("postgres", _postgres_database, postgres_rows),
+    ]
+}
 """Every backend the suite runs on; a new one is one more entry here."""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The session's private PostgreSQL server (started on first use), for a test that
+    stops, starts or restarts it under running workers. Later tests find it running."""
+    return shared_server()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the private PostgreSQL server and delete its folder, failed tests or not
+    (an interrupted session: ``atexit`` in tests/postgres_server.py)."""
+    shutdown_shared()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

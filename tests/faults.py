@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import apsw
-
 import romancy_nb as rn
 from romancy_nb.store import Store, open_store
 
@@ -221,21 +219,6 @@ def open_faulty(url: str | Path, **options: Any) -> FaultyStore:
 # checks the fault tests share
 
 
-def ledger_rows(db: str | Path, table: str) -> list[tuple[Any, ...]]:
-    """The rows of a user table of a SQLite file written through ``ctx.session``, in the
-    order written (none if never created): the SQLite backend's ``rows`` in conftest."""
-    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    connection.set_busy_timeout(5000)
-    try:
-        if not connection.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
-        ).fetchall():
-            return []
-        return connection.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall()
-    finally:
-        connection.close()
-
-
 def assert_completed_without_compensation(app: rn.App, instance_id: str) -> None:
     """The instance ended ``completed``, holds no lease and never unwound a saga."""
     record = app.store.get_instance(instance_id)
@@ -256,7 +239,6 @@ __all__ = [
     "FaultySession",
     "FaultyStore",
     "assert_completed_without_compensation",
-    "ledger_rows",
     "open_faulty",
 ]
 

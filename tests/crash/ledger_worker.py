@@ -15,6 +15,7 @@ import sys
 import time
 
 import romancy_nb as rn
+from tests.sql import execute
 
 STEPS = 20
 INSTANCES = 20
@@ -26,8 +27,10 @@ SLEEP = float(sys.argv[2]) if len(sys.argv) > 2 else 0.002
 @rn.activity
 def crash_ledger_step(ctx: rn.ActivityContext, n: int) -> int:
     time.sleep(SLEEP)  # busy outside the transaction...
-    ctx.session.execute(
-        "INSERT INTO ledger (instance_id, step_id) VALUES (?, ?)", (ctx.instance_id, ctx.step_id)
+    execute(
+        ctx.session,
+        "INSERT INTO ledger (instance_id, step_id) VALUES (?, ?)",
+        (ctx.instance_id, ctx.step_id),
     )
     time.sleep(SLEEP)  # ...and inside it: a kill here leaves an uncommitted ledger row
     return n

@@ -23,6 +23,7 @@ import sys
 import time
 
 import romancy_nb as rn
+from tests.sql import execute
 
 INSTANCE = "rb-1"
 STEPS = 6
@@ -34,7 +35,8 @@ SLEEP = float(sys.argv[3]) if len(sys.argv) > 3 else 0.1
 
 
 def _write(ctx: rn.ActivityContext, kind: str, n: int) -> None:
-    ctx.session.execute(
+    execute(
+        ctx.session,
         "INSERT INTO ledger (kind, instance_id, step_id, n) VALUES (?, ?, ?, ?)",
         (kind, ctx.instance_id, ctx.step_id, n),
     )

@@ -31,6 +31,7 @@ import romancy_nb as rn
 from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
 from tests.conftest import TableReader
+from tests.sql import create_ledger
 
 WORKER = Path(__file__).with_name("rollback_worker.py")
 INSTANCE = "rb-1"
@@ -77,9 +78,10 @@ def test_rollback_killed_between_compensations_undoes_each_step_once_in_reverse(
     store = open_store(store_url)  # romancy_nb's tables first: the user's table goes beside them
     store.migrate()
     setup = store.open_session()  # as ctx.session writes it
-    setup.connection.execute(
-        "CREATE TABLE ledger (kind TEXT NOT NULL, instance_id TEXT NOT NULL, "
-        "step_id TEXT NOT NULL, n INTEGER NOT NULL)"
+    create_ledger(
+        setup.connection,
+        "ledger",
+        "kind TEXT NOT NULL, instance_id TEXT NOT NULL, step_id TEXT NOT NULL, n INTEGER NOT NULL",
     )
     setup.commit()
     store.close()

@@ -25,6 +25,7 @@ import romancy_nb as rn
 from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
 from tests.conftest import TableReader
+from tests.sql import create_ledger
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
 INSTANCES = 20
@@ -64,9 +65,7 @@ def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(
     store = open_store(store_url)  # romancy_nb's tables first: the user's table goes beside them
     store.migrate()
     setup = store.open_session()  # as ctx.session writes it
-    setup.connection.execute(
-        "CREATE TABLE ledger (instance_id TEXT NOT NULL, step_id TEXT NOT NULL)"
-    )
+    create_ledger(setup.connection, "ledger", "instance_id TEXT NOT NULL, step_id TEXT NOT NULL")
     setup.commit()
     store.close()
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import romancy_nb as rn
 from romancy_nb.cli import app as cli_app
+from romancy_nb.store import open_store
 from romancy_nb.testing import eventually
 
 ENV = {"COLUMNS": "200", "ROMANCY_DB": None, "ROMANCY_DEBUG": None}
@@ -31,11 +32,11 @@ def _entry_point() -> str:
     return found
 
 
-async def test_the_event_command_resumes_a_waiting_workflow(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_the_event_command_resumes_a_waiting_workflow(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         iid = await app.start(cli_ev_waiter)
         await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
-        args = ["--db", str(db_path), "event", "cli.approved", "--data", '{"ok": true}']
+        args = ["--db", store_url, "event", "cli.approved", "--data", '{"ok": true}']
         done = await asyncio.to_thread(
             subprocess.run,
             [_entry_point(), *args, "--id", "e-7", "--json"],
@@ -53,10 +54,11 @@ async def test_the_event_command_resumes_a_waiting_workflow(db_path: Path) -> No
         assert result == {"data": {"ok": True}, "source": "romancy-nb-cli", "id": "e-7"}
 
 
-def test_bad_json_is_a_usage_error(db_path: Path) -> None:
-    db_path.touch()
+def test_bad_json_is_a_usage_error(tmp_path: Path) -> None:
+    db = tmp_path / "romancy.db"  # the data is refused before any database is opened
+    db.touch()
     result = CliRunner().invoke(
-        cli_app, ["event", "x.y", "--data", "{nope", "--db", str(db_path)], env=ENV
+        cli_app, ["event", "x.y", "--data", "{nope", "--db", str(db)], env=ENV
     )
     assert result.exit_code == 2
     assert "--data is not valid JSON" in result.stderr
@@ -69,10 +71,12 @@ def test_a_missing_database_is_not_found(tmp_path: Path) -> None:
     assert result.exit_code == 3
 
 
-def test_plain_output(db_path: Path) -> None:
-    db_path.touch()
+def test_plain_output(store_url: str) -> None:
+    store = open_store(store_url)  # an existing database: the command refuses a missing one
+    store.migrate()
+    store.close()
     result = CliRunner().invoke(
-        cli_app, ["event", "x.y", "-d", "[1, 2]", "--id", "i-1", "--db", str(db_path)], env=ENV
+        cli_app, ["event", "x.y", "-d", "[1, 2]", "--id", "i-1", "--db", store_url], env=ENV
     )
     assert result.exit_code == 0, result.output
     assert "sent x.y (id i-1)" in result.stdout

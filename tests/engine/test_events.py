@@ -114,8 +114,10 @@ def _status(app: rn.App, iid: str) -> str:
 async def test_wait_event_returns_the_event_with_its_attributes(app: rn.App) -> None:
     CALLS.clear()
     iid = await app.start(ev_waiter, "ev.approved")
-    await eventually(lambda: _status(app, iid) == "waiting_for_event")
-    assert app.get_instance(iid).lock_owner is None and iid not in app.running()
+    # A store that is not inline (PostgreSQL) commits the suspension from a thread: the
+    # run's task ends just after the status shows, so both are awaited together.
+    await eventually(lambda: _status(app, iid) == "waiting_for_event" and iid not in app.running())
+    assert app.get_instance(iid).lock_owner is None
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     event_id = await app.send_event(
         "ev.approved",

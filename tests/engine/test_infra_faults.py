@@ -30,6 +30,7 @@ from tests.faults import (
     assert_completed_without_compensation,
     open_faulty,
 )
+from tests.sql import append_row
 
 bodies: Counter[tuple[str, str]] = Counter()
 """How often each (instance, step) body of a non-transactional activity ran."""
@@ -44,11 +45,11 @@ def _ran(ctx: rn.ActivityContext) -> None:
 
 @rn.activity
 def inf_ledger(ctx: rn.ActivityContext, note: str) -> str:
-    ctx.session.execute(
-        "CREATE TABLE IF NOT EXISTS inf_ledger (instance_id TEXT, step_id TEXT, note TEXT)"
-    )
-    ctx.session.execute(
-        "INSERT INTO inf_ledger VALUES (?, ?, ?)", (ctx.instance_id, ctx.step_id, note)
+    append_row(
+        ctx.session,
+        "inf_ledger",
+        "instance_id TEXT, step_id TEXT, note TEXT",
+        (ctx.instance_id, ctx.step_id, note),
     )
     return note
 

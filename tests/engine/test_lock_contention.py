@@ -37,6 +37,7 @@ from tests.faults import (
     assert_completed_without_compensation,
     open_faulty,
 )
+from tests.sql import append_row
 
 bodies: Counter[tuple[str, str]] = Counter()
 undone: Counter[str] = Counter()
@@ -44,11 +45,11 @@ gates: dict[str, asyncio.Event] = {}
 
 
 def _ledger(ctx: rn.ActivityContext, note: str) -> None:
-    ctx.session.execute(
-        "CREATE TABLE IF NOT EXISTS lc_ledger (instance_id TEXT, step_id TEXT, note TEXT)"
-    )
-    ctx.session.execute(
-        "INSERT INTO lc_ledger VALUES (?, ?, ?)", (ctx.instance_id, ctx.step_id, note)
+    append_row(
+        ctx.session,
+        "lc_ledger",
+        "instance_id TEXT, step_id TEXT, note TEXT",
+        (ctx.instance_id, ctx.step_id, note),
     )
 
 
@@ -309,8 +310,9 @@ second_attempt = threading.Event()
 def lc_slow(ctx: rn.ActivityContext, note: str) -> int:
     if ctx.attempt > 1:
         second_attempt.set()
-    ctx.session.execute("CREATE TABLE IF NOT EXISTS lc_slow (instance_id TEXT, attempt INT)")
-    ctx.session.execute("INSERT INTO lc_slow VALUES (?, ?)", (ctx.instance_id, ctx.attempt))
+    append_row(
+        ctx.session, "lc_slow", "instance_id TEXT, attempt INT", (ctx.instance_id, ctx.attempt)
+    )
     # The first attempt overruns its timeout and, once the retry waits for the write lock,
     # holds it past the retry's busy timeout (0.2 s).
     if ctx.attempt == 1 and second_attempt.wait(1.0):

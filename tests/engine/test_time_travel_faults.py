@@ -25,6 +25,7 @@ from romancy_nb.errors import DatabaseLockedError, StoreError
 from romancy_nb.testing import eventually
 from tests.conftest import FAST_RETRY, TableReader
 from tests.faults import Arguments, FaultyStore, dump, open_faulty
+from tests.sql import append_row
 
 FORWARD = ["ttf_step:1", "subscribe:1", "join_group:1", "ttf_step:2"]
 """The history of a ``ttf_flow`` waiting for its event (the wait is recorded when it ends)."""
@@ -305,8 +306,9 @@ entered = threading.Event()
 
 @rn.activity
 def ttf_ledger(ctx: rn.ActivityContext, note: str) -> str:
-    ctx.session.execute("CREATE TABLE IF NOT EXISTS ttf_ledger (instance_id TEXT, step_id TEXT)")
-    ctx.session.execute("INSERT INTO ttf_ledger VALUES (?, ?)", (ctx.instance_id, ctx.step_id))
+    append_row(
+        ctx.session, "ttf_ledger", "instance_id TEXT, step_id TEXT", (ctx.instance_id, ctx.step_id)
+    )
     if ctx.attempt == 1 and not hold.is_set():
         entered.set()
         hold.wait(timeout=60)

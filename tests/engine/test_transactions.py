@@ -11,16 +11,17 @@ import pytest
 import romancy_nb as rn
 from romancy_nb.testing import eventually
 from tests.conftest import TableReader
+from tests.sql import append_row
 
 held: dict[str, asyncio.Event] = {}
 
 
 def _ledger(ctx: rn.ActivityContext, note: str) -> None:
-    ctx.session.execute(
-        "CREATE TABLE IF NOT EXISTS tx_ledger (instance_id TEXT, step_id TEXT, note TEXT)"
-    )
-    ctx.session.execute(
-        "INSERT INTO tx_ledger VALUES (?, ?, ?)", (ctx.instance_id, ctx.step_id, note)
+    append_row(
+        ctx.session,
+        "tx_ledger",
+        "instance_id TEXT, step_id TEXT, note TEXT",
+        (ctx.instance_id, ctx.step_id, note),
     )
 
 

@@ -194,7 +194,7 @@ def _depth(value: Any) -> int:
 
 async def _everywhere(app: rn.App, store_url: str, workflow: Any, *args: Any) -> list[Any]:
     """What the workflow body saw (first run, resumes, app.replay) and its result as the
-    first run, the replay and a second App on the file return it."""
+    first run, the replay and a second App on the database return it."""
     SEEN.clear()
     iid = await app.start(workflow, *args)
     first = await app.result(iid, timeout=30)
@@ -384,7 +384,7 @@ async def test_a_stored_value_that_no_longer_validates_names_what(app: rn.App) -
 
 
 async def test_a_result_whose_annotation_changed_while_waiting_fails_naming_it(
-    db_path: Path,
+    store_url: str,
 ) -> None:
     """The activity's result type changed while the instance waited: the resume fails with
     an error that says which stored value no longer reads as which type."""
@@ -406,10 +406,10 @@ async def test_a_result_whose_annotation_changed_while_waiting_fails_naming_it(
 
     define(before, label_str)
     define(after, label_int)
-    async with rn.App(db_path, registry=before) as app:
+    async with rn.App(store_url, registry=before) as app:
         iid = await app.start("vl_label_wf")
         await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
-    async with rn.App(db_path, registry=after) as app:
+    async with rn.App(store_url, registry=after) as app:
         await app.send_event("vl.go", None)
         with pytest.raises(
             rn.SerializationError, match=r"stored result of activity 'vl_label'.*as int"
@@ -479,12 +479,12 @@ async def test_a_registered_codec_round_trips_annotated_and_unannotated(
 
 
 async def test_a_dataframe_inside_an_unannotated_value_round_trips(
-    app: rn.App, db_path: Path
+    app: rn.App, store_url: str
 ) -> None:
     import pandas as pd
 
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": pd.array([1, None], "Int64")})
-    seen = await _everywhere(app, db_path, vl_echo_wf, {"frame": frame, "n": 1})
+    seen = await _everywhere(app, store_url, vl_echo_wf, {"frame": frame, "n": 1})
     for value in seen:
         assert value["n"] == 1
         pd.testing.assert_frame_equal(value["frame"], frame)

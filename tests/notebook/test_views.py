@@ -36,8 +36,8 @@ async def views_failing(ctx: rn.WorkflowContext) -> None:
     await always_fails(ctx)
 
 
-async def test_instances_and_history_are_typed(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_instances_and_history_are_typed(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         ok = await app.start(views_flow, 3, label="b", instance_id="v-ok")
         bad = await app.start(views_failing, instance_id="v-bad")
         assert await app.result(ok) == 9
@@ -70,8 +70,8 @@ async def test_instances_and_history_are_typed(db_path: Path) -> None:
         assert everything.set_index("instance_id").loc["v-bad", "status"] == "failed"
 
 
-async def test_waiting_views_have_their_columns(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_waiting_views_have_their_columns(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         for view, columns in (
             (rn.timers, views.TIMER_COLUMNS),
             (rn.messages, views.MESSAGE_COLUMNS),
@@ -128,8 +128,8 @@ async def views_sleeper(ctx: rn.WorkflowContext) -> None:
     await ctx.sleep(3600)
 
 
-async def test_timers_messages_and_events_views(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_timers_messages_and_events_views(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         await app.start(views_sleeper, instance_id="sleepy")
         async with asyncio.timeout(10):
             while app.get_instance("sleepy").status != "waiting_for_timer":
@@ -152,8 +152,8 @@ async def test_timers_messages_and_events_views(db_path: Path) -> None:
         assert events["data"][0] == {"order": 7}
 
 
-async def test_a_fork_shows_its_lineage(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_a_fork_shows_its_lineage(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         await app.result(await app.start(views_flow, 4, instance_id="v-orig"))
         fork = await app.fork("v-orig", at="flaky_square:1", instance_id="v-fork")
         await app.result(fork)

@@ -38,9 +38,9 @@ from tests.conftest import FAST_RETRY
 from tests.faults import (
     FaultyStore,
     assert_completed_without_compensation,
-    ledger_rows,
     open_faulty,
 )
+from tests.sql import sqlite_rows
 
 STEPS = 6
 PAD = "x" * 4096
@@ -92,7 +92,7 @@ async def _fill_and_free(
     gates[iid] = asyncio.Event()
     async with rn.App(store, default_retry=FAST_RETRY, sweep_interval=0.05) as app:
         await app.start(df_flow, STEPS, instance_id=iid)
-        await eventually(lambda: ledger_rows(db_path, "df_ledger"), message="the first row")
+        await eventually(lambda: sqlite_rows(db_path, "df_ledger"), message="the first row")
         fill()
         gates[iid].set()  # the steps from here on meet the full disk
         await eventually(lambda: _full_disk_met(store), message="SQLITE_FULL under the engine")
@@ -106,7 +106,7 @@ async def _fill_and_free(
         assert bodies == Counter({(iid, f"df_blob:{n}"): 1 for n in range(1, STEPS + 1)})
         steps = [s.step_id for s in app.get_history(iid)]
         assert len(steps) == len(set(steps)) == 2 + 2 * STEPS
-    rows = [(row[0], row[1]) for row in ledger_rows(db_path, "df_ledger")]
+    rows = [(row[0], row[1]) for row in sqlite_rows(db_path, "df_ledger")]
     assert rows == [(iid, n) for n in range(STEPS + 1)], "a session's row was lost or doubled"
 
 
@@ -174,6 +174,7 @@ async def test_a_disk_that_fills_and_frees_again_resumes_the_instance(small_disk
 # the page limit of the engine's connection
 
 
+@pytest.mark.sqlite_only  # PRAGMA max_page_count on the engine's SQLite connection
 async def test_a_database_that_reaches_its_page_limit_resumes_once_raised(db_path: Path) -> None:
     store = open_faulty(db_path, busy_timeout=1.0)
     engine = store.inner.connection  # the engine's own connection (SqliteStore, for tests)

@@ -18,6 +18,8 @@ import pytest
 from pydantic import BaseModel
 
 import romancy_nb as rn
+from tests.conftest import TableReader
+from tests.sql import append_row
 
 # definitions
 
@@ -47,12 +49,12 @@ async def faults_pass_object(ctx: rn.WorkflowContext) -> str:
 
 sockets: list[socket.socket] = []
 
+USER_COLUMNS = "instance_id TEXT, step_id TEXT, note TEXT"
+"""The user table the transactional activities write through ``ctx.session``."""
+
 
 def _user_write(ctx: rn.ActivityContext, note: str) -> None:
-    ctx.session.execute(
-        "INSERT INTO faults_user_rows (instance_id, step_id, note) VALUES (?, ?, ?)",
-        (ctx.instance_id, ctx.step_id, note),
-    )
+    append_row(ctx.session, "faults_user_rows", USER_COLUMNS, (ctx.instance_id, ctx.step_id, note))
 
 
 @rn.activity
@@ -143,21 +145,15 @@ def _nothing_stored(app: rn.App) -> None:
 def _create_user_table(db: Path) -> None:
     connection = apsw.Connection(str(db))
     connection.set_busy_timeout(5000)
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS faults_user_rows (instance_id TEXT, step_id TEXT, note TEXT)"
-    )
+    connection.execute(f"CREATE TABLE IF NOT EXISTS faults_user_rows ({USER_COLUMNS})")
     connection.close()
 
 
-def _user_rows(db: Path, instance_id: str) -> list[tuple[str, str]]:
-    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return connection.execute(
-            "SELECT step_id, note FROM faults_user_rows WHERE instance_id = ? ORDER BY step_id",
-            (instance_id,),
-        ).fetchall()
-    finally:
-        connection.close()
+def _user_rows(table_rows: TableReader, instance_id: str) -> list[tuple[str, str]]:
+    """The instance's rows of the user table, as (step_id, note), in the order written."""
+    return [
+        (step, note) for iid, step, note in table_rows("faults_user_rows") if iid == instance_id
+    ]
 
 
 # unknown workflow, wrong arguments
@@ -238,9 +234,8 @@ async def test_unserializable_activity_argument_fails_the_instance_naming_the_ac
     ],
 )
 async def test_unserializable_result_fails_and_rolls_back_the_session(
-    app: rn.App, db_path: Path, which: str, activity_name: str, type_name: str
+    app: rn.App, table_rows: TableReader, which: str, activity_name: str, type_name: str
 ) -> None:
-    _create_user_table(db_path)
     try:
         iid = await app.start(faults_bad_result, which)
         with pytest.raises(rn.SerializationError) as info:
@@ -261,7 +256,7 @@ async def test_unserializable_result_fails_and_rolls_back_the_session(
     assert steps["faults_sync_write_ok:1"].status == "completed"
     assert steps[f"{activity_name}:1"].status == "failed"
     # the first activity's row committed with its step; the failing one's rolled back
-    assert _user_rows(db_path, iid) == [("faults_sync_write_ok:1", "kept")]
+    assert _user_rows(table_rows, iid) == [("faults_sync_write_ok:1", "kept")]
 
     # read back from the store: still a SerializationError naming the activity and type
     with pytest.raises(rn.SerializationError) as again:
@@ -319,8 +314,9 @@ async def _release_later(locker: apsw.Connection, started: asyncio.Event) -> Non
     locker.close()
 
 
+@pytest.mark.sqlite_only  # SQLite's one write lock, taken from outside with apsw
 async def test_a_start_while_another_process_holds_the_lock_waits_then_runs(
-    db_path: Path,
+    db_path: Path, table_rows: TableReader
 ) -> None:
     # A lock held past the busy timeout is an infrastructure fault: the start waits for
     # it (on the loop, without blocking it) instead of failing; nothing is half-written.
@@ -343,9 +339,10 @@ async def test_a_start_while_another_process_holds_the_lock_waits_then_runs(
         iid = await start
         assert await app.result(iid) == "while locked!"
         assert [info.instance_id for info in app.list_instances()] == [iid]
-        assert _user_rows(db_path, iid) == [("faults_sync_write_ok:1", "while locked")]
+        assert _user_rows(table_rows, iid) == [("faults_sync_write_ok:1", "while locked")]
 
 
+@pytest.mark.sqlite_only  # SQLite's one write lock, taken from outside with apsw
 async def test_an_app_opened_while_another_process_holds_the_lock_opens_once_it_is_free(
     db_path: Path,
 ) -> None:
@@ -446,6 +443,7 @@ async def faults_read_pragmas(ctx: rn.WorkflowContext) -> dict[str, Any]:
         pytest.param({"synchronous": "FULL", "busy_timeout": 12}, "FULL", 2, 12000, id="full-busy"),
     ],
 )
+@pytest.mark.sqlite_only  # SQLite's pragmas, on the engine's and the sessions' connections
 async def test_effective_pragmas(
     db_path: Path, options: dict[str, Any], synchronous: str, level: int, busy_ms: int
 ) -> None:

@@ -3,7 +3,6 @@ value is a clear error, and integers beyond SQLite's 64 bits match exactly."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ def _ids(found: list[rn.InstanceInfo]) -> list[str]:
     return sorted(info.instance_id for info in found)
 
 
-async def test_keys_with_quotes_and_backslashes_match(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_keys_with_quotes_and_backslashes_match(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         quoted = await _start(app, "quoted", {'say "hi"': 1, "back\\slash": "v", "a[0]": True})
         await _start(app, "other", {"say hi": 1, "backslash": "v"})
         assert _ids(app.find_instances({'data.say "hi"': 1})) == [quoted]
@@ -36,8 +35,8 @@ async def test_keys_with_quotes_and_backslashes_match(db_path: Path) -> None:
         assert _ids(app.find_instances({'data.say "hi"': 2})) == []
 
 
-async def test_integers_beyond_64_bits_match_exactly(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_integers_beyond_64_bits_match_exactly(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         big = await _start(app, "big", {"n": 10**30})
         await _start(app, "bigger", {"n": 10**30 + 1})
         await _start(app, "small", {"n": 1})
@@ -48,8 +47,8 @@ async def test_integers_beyond_64_bits_match_exactly(db_path: Path) -> None:
         assert _ids(app.find_instances({"data.n": 1})) == ["small"]
 
 
-async def test_keys_that_are_not_text_are_a_clear_error(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_keys_that_are_not_text_are_a_clear_error(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         with pytest.raises(TypeError, match=r"dot paths \(str\).*1 \(int\)"):
             app.find_instances({1: 2})  # type: ignore[dict-item]
         with pytest.raises(TypeError, match="not list"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import romancy_nb as rn
@@ -19,8 +17,8 @@ async def read_table_flow(ctx: rn.WorkflowContext, x: int) -> int:
     return await add_one(ctx, await add_one(ctx, x))
 
 
-async def test_read_table_returns_columns_and_rows(db_path: Path) -> None:
-    async with rn.App(db_path) as app:
+async def test_read_table_returns_columns_and_rows(store_url: str) -> None:
+    async with rn.App(store_url) as app:
         first = await app.start(read_table_flow, 1)
         second = await app.start(read_table_flow, 5)
         assert await app.result(first) == 3

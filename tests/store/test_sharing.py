@@ -161,6 +161,7 @@ async def sharing_flow(ctx: rn.WorkflowContext, x: int) -> int:
     return await sharing_add(ctx, x)
 
 
+@pytest.mark.sqlite_only  # rn.connect opens the SQLite file with apsw
 async def test_rn_connect_works_beside_an_open_app(db_path: Path) -> None:
     async with rn.App(db_path) as app:
         iid = await app.start(sharing_flow, 1)
