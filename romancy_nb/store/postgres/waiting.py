@@ -68,6 +68,13 @@ _WAKEABLE = (
     f"i.status IN {WAITING} AND i.lock_owner IS NULL AND i.cancel_reason IS NULL "
     "AND i.workflow_name = ANY(%s)"
 )
+_END_WAIT = (
+    "WITH registered AS (DELETE FROM waits WHERE instance_id = %s AND step_id = %s "
+    f"RETURNING created_at) INSERT INTO workflow_history ({STEP_COLUMNS}) "
+    "SELECT %s,%s,%s,%s,%s,%s,%s,%s,NULL,1,"
+    "least(coalesce((SELECT created_at FROM registered), %s::float8), %s::float8),%s "
+    "RETURNING started_at"
+)
 _PUBLISH = (
     "INSERT INTO channel_messages (message_id, channel, target_instance_id, data, metadata, "
     "sender_instance_id, created_at) SELECT %s,%s,%s,%s,%s,%s,%s "
@@ -149,17 +156,17 @@ class WaitingQueries:
         now: float,
     ) -> StepRecord:
         # A wait's step spans the wait: from when it was registered (now, if it is
-        # answered as it is asked) to now.
-        registered = db.execute(
-            "DELETE FROM waits WHERE instance_id = %s AND step_id = %s RETURNING created_at",
-            (instance_id, wait.step_id),
-        ).fetchone()
-        began = min(registered[0], now) if registered else now
+        # answered as it is asked) to now. One statement drops the wait and records it.
+        row = db.execute(
+            _END_WAIT,
+            (instance_id, wait.step_id, instance_id, seq, wait.step_id, wait.kind, wait.name,
+             status, wait.input, output, now, now, now),
+        ).fetchone()  # fmt: skip
+        assert row is not None
         step = StepRecord(
             instance_id, seq, wait.step_id, wait.kind, wait.name, status, wait.input, output,
-            None, 1, began, now,
+            None, 1, row[0], now,
         )  # fmt: skip
-        db.execute(INSERT_STEP, step)
         return step
 
     # ending and starting waits
