@@ -87,7 +87,9 @@ async def test_a_timer_set_here_fires_in_another_process(
 
         registry.add_workflow(waiting_worker.xp_sleep)
         async with rn.App(store_url, registry=registry) as starter:
-            await starter.start(waiting_worker.xp_sleep, 0.3, instance_id="xp-sleep")
+            # long enough for this app to close first, also on a store whose close takes
+            # a few round trips (PostgreSQL: the pool and the watcher's connection)
+            await starter.start(waiting_worker.xp_sleep, 1.0, instance_id="xp-sleep")
             await eventually(lambda: starter.get_instance("xp-sleep").status != "running")
         started = time.time()
         result = await observer.result("xp-sleep", timeout=20)
