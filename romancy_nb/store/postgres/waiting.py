@@ -75,6 +75,23 @@ _END_WAIT = (
     "least(coalesce((SELECT created_at FROM registered), %s::float8), %s::float8),%s "
     "RETURNING started_at"
 )
+_RECUR = (
+    f"WITH moved AS (DELETE FROM workflow_history WHERE instance_id = %s "
+    f"RETURNING {STEP_COLUMNS}), "
+    f"archived AS (INSERT INTO workflow_history_archive (run_no, {STEP_COLUMNS}) "
+    f"SELECT %s, {STEP_COLUMNS} FROM moved RETURNING 1), "
+    "attempts AS (DELETE FROM step_attempts WHERE instance_id = %s), "
+    "ended_waits AS (DELETE FROM waits WHERE instance_id = %s), "
+    "subscriptions AS (DELETE FROM channel_subscriptions WHERE instance_id = %s), "
+    "memberships AS (DELETE FROM group_members WHERE instance_id = %s), "
+    "run AS (INSERT INTO workflow_runs_archive (instance_id, run_no, status, input, "
+    "next_input, steps, started_at, ended_at) SELECT %s, %s, 'recurred', %s, %s, "
+    "(SELECT count(*) FROM archived), %s, %s) "
+    "UPDATE workflow_instances SET input = %s, status = 'running', error = NULL, "
+    "updated_at = %s WHERE instance_id = %s"
+)
+"""A recur in one statement: PostgreSQL runs every data-modifying part of a WITH to
+completion, in one snapshot (the history it moves is the history it deletes)."""
 _PUBLISH = (
     "INSERT INTO channel_messages (message_id, channel, target_instance_id, data, metadata, "
     "sender_instance_id, created_at) SELECT %s,%s,%s,%s,%s,%s,%s "
@@ -480,30 +497,11 @@ class WaitingQueries:
                 (instance_id,),
             ).fetchone()
             run_no, last_end = (last[0] + 1, last[1]) if last else (1, None)
-            steps = db.execute(
-                f"INSERT INTO workflow_history_archive (run_no, {STEP_COLUMNS}) "
-                f"SELECT %s, {STEP_COLUMNS} FROM workflow_history WHERE instance_id = %s",
-                (run_no, instance_id),
-            ).rowcount
             db.execute(
-                "INSERT INTO workflow_runs_archive (instance_id, run_no, status, input, "
-                "next_input, steps, started_at, ended_at) "
-                "VALUES (%s,%s,'recurred',%s,%s,%s,%s,%s)",
-                (instance_id, run_no, old_input, input_json, steps, last_end or created_at, now),
-            )
-            for table in (
-                "workflow_history",
-                "step_attempts",
-                "waits",
-                "channel_subscriptions",
-                "group_members",
-            ):
-                db.execute(f"DELETE FROM {table} WHERE instance_id = %s", (instance_id,))
-            db.execute(
-                "UPDATE workflow_instances SET input = %s, status = 'running', error = NULL, "
-                "updated_at = %s WHERE instance_id = %s",
-                (input_json, now, instance_id),
-            )
+                _RECUR,
+                (instance_id, run_no, *[instance_id] * 5, run_no, old_input, input_json,
+                 last_end or created_at, now, input_json, now, instance_id),
+            )  # fmt: skip
         return run_no
 
     def archived_runs(self, instance_id: str) -> list[ArchivedRun]:
