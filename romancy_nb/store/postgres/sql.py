@@ -86,10 +86,15 @@ def lock_lease(db: Connection, instance_id: str, owner: str) -> tuple[Any, ...]:
         (instance_id, owner),
     ).fetchone()
     if row is None:
-        raise LockLostError(
-            f"this worker no longer holds instance {instance_id!r}", instance_id=instance_id
-        )
+        raise lease_lost(instance_id)
     return row
+
+
+def lease_lost(instance_id: str) -> LockLostError:
+    """What a write under a lease raises when its worker no longer holds the instance."""
+    return LockLostError(
+        f"this worker no longer holds instance {instance_id!r}", instance_id=instance_id
+    )
 
 
 def lock_channels(db: Connection, channels: Iterable[str], *, shared: bool) -> None:
@@ -113,6 +118,7 @@ __all__ = [
     "RECORD_STEP",
     "STEP_COLUMNS",
     "WAITING",
+    "lease_lost",
     "lock_channels",
     "lock_lease",
 ]

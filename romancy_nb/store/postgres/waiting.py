@@ -25,6 +25,7 @@ from romancy_nb.store.postgres.sql import (
     NOW,
     STEP_COLUMNS,
     WAITING,
+    lease_lost,
     lock_channels,
     lock_lease,
 )
@@ -193,8 +194,16 @@ class WaitingQueries:
     ) -> StepRecord | None:
         assert wait.channel is not None
         with self._c.transaction() as db:
-            lock_lease(db, instance_id, owner)
-            subscription = self._subscription(db, instance_id, wait.channel)
+            leased = db.execute(  # the lease check and the subscription in one round trip
+                "SELECT s.mode, s.cursor FROM workflow_instances i "
+                "LEFT JOIN channel_subscriptions s ON s.instance_id = i.instance_id "
+                "AND s.channel = %s WHERE i.instance_id = %s AND i.lock_owner = %s "
+                "FOR UPDATE OF i",
+                (wait.channel, instance_id, owner),
+            ).fetchone()
+            if leased is None:
+                raise lease_lost(instance_id)
+            subscription = None if leased[0] is None else (leased[0], leased[1])
             if subscription is None:
                 raise ChannelNotSubscribedError(
                     f"instance {instance_id!r} receives on channel {wait.channel!r} without "
