@@ -40,14 +40,15 @@ from romancy_nb.cli.common import (
 from romancy_nb.store import display_url
 
 
-def _module_app(spec: str, db: str | None) -> rn.App:
-    """The app ``--app`` names: ``module:attr`` (an App) or a module of definitions."""
+def _module_app(spec: str, db: str | None, max_concurrent: int | None) -> rn.App:
+    """The app ``--app`` names: ``module:attr`` (an App, with the overrides given) or a
+    module of definitions, served by a new App."""
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise CliError(f"--app {spec}: give a module, e.g. --app flows:app", EXIT_USAGE)
     import_modules([module_name])
     if not attr:
-        return rn.App(db or DEFAULT_DB)
+        return rn.App(db or DEFAULT_DB, max_concurrent=max_concurrent)
     stem = Path(module_name).stem if module_name.endswith(".py") else module_name
     module = importlib.import_module(stem)
     found = getattr(module, attr, None)
@@ -57,7 +58,7 @@ def _module_app(spec: str, db: str | None) -> rn.App:
             f"{'missing' if found is None else 'a ' + type(found).__name__}, not an rn.App",
             EXIT_USAGE,
         )
-    return found
+    return _with_overrides(found, db, max_concurrent)
 
 
 def _with_overrides(app: rn.App, db: str | None, max_concurrent: int | None) -> rn.App:
@@ -68,7 +69,9 @@ def _with_overrides(app: rn.App, db: str | None, max_concurrent: int | None) -> 
         return app
     if app.is_open:
         raise CliError("the app to serve is open already; let the worker open it")
-    return app.copy(db, **changes)
+    served = app.copy(db, **changes)
+    app.store.close()  # the module's app is not served: let go of its connections now
+    return served
 
 
 async def _serve(app: rn.App, duration: float, grace: float) -> None:
@@ -177,5 +180,5 @@ def worker_command(
         loop.run_until_complete(_serve(served, duration, grace))
         return
     assert app_spec is not None
-    served = _with_overrides(_module_app(app_spec, db), db, max_concurrent)
+    served = _module_app(app_spec, db, max_concurrent)
     asyncio.run(_serve(served, duration, grace))

@@ -146,7 +146,8 @@ class App:
             self._given_store = db
             self.store = db
         self._store_open = True
-        self.gate = StoreGate(inline=self.store.inline)
+        # A network store: one gate thread per connection a busy worker keeps in flight.
+        self.gate = StoreGate(inline=self.store.inline, threads=1 if self.store.inline else 8)
         self._migrated = False
         self._worker = leases.new_worker()
         self.executor: ThreadPoolExecutor | None = None

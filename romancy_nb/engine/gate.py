@@ -15,8 +15,10 @@ Two promises live in this one place:
   fails at once, and the gate *awaits* before trying again — woken early when a
   transactional activity of this process closes its session, the usual holder.
 
-A store whose calls may block on the network (``Store.inline`` false) is called from one
-worker thread instead, so the loop stays responsive whatever the backend.
+A store whose calls may block on the network (``Store.inline`` false) is called from a few
+threads of the gate instead, so the loop stays responsive whatever the backend, and the
+calls of concurrent runs are in flight together (on PostgreSQL their commits then share
+the server's WAL flushes instead of waiting for one another).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ _WARN_AFTER = 2.0
 class StoreGate:
     """Calls store methods for the engine, retrying infrastructure faults without blocking."""
 
-    def __init__(self, *, inline: bool = True) -> None:
+    def __init__(self, *, inline: bool = True, threads: int = 1) -> None:
         self._inline = inline
+        self._threads = threads
         self._thread: ThreadPoolExecutor | None = None
         self._sessions = 0
         self._sessions_lock = threading.Lock()
@@ -120,7 +123,7 @@ class StoreGate:
 
     async def call_blocking(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """As :meth:`call`, for a call that may wait on a lock itself (migrations at open):
-        always from the gate's thread, so the loop never waits with it."""
+        always from the gate's threads, so the loop never waits with it."""
         return await self._retrying(True, method, *args, **kwargs)
 
     async def _retrying(
@@ -150,7 +153,7 @@ class StoreGate:
 
     async def _in_thread(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="romancy-store")
+            self._thread = ThreadPoolExecutor(self._threads, thread_name_prefix="romancy-store")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: method(*args, **kwargs))
 
