@@ -30,7 +30,7 @@ import psycopg_pool
 from psycopg import conninfo as pg_conninfo
 from psycopg.rows import TupleRow
 
-from romancy_nb.errors import StoreError
+from romancy_nb.errors import DatabaseLockedError, StoreError
 from romancy_nb.store.postgres.translate import is_connection_loss, translate
 
 Connection = psycopg.Connection[TupleRow]
@@ -136,11 +136,21 @@ class Connections:
         :meth:`transaction`'s. Give it back with :meth:`give_back`.
 
         ``timeout`` (seconds) bounds the wait for a free connection (default: the
-        connect timeout).
+        connect timeout); when a shorter one runs out, ``DatabaseLockedError`` says so at
+        once (the caller, on the event loop, pauses and retries) without the diagnosis
+        :meth:`fail` makes, which would connect from the caller's thread.
         """
         for _ in self._attempts():
             try:
                 connection = self._pool.getconn(self._timeout if timeout is None else timeout)
+            except psycopg_pool.PoolTimeout as error:
+                if timeout is None:
+                    self.fail(error)
+                raise DatabaseLockedError(
+                    f"no free connection to {self.where} within {timeout} s (every pooled "
+                    "connection is in use); the caller retries.",
+                    path=self.where,
+                ) from error
             except psycopg.Error as error:
                 self.fail(error)
             try:

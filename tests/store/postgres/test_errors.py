@@ -10,7 +10,7 @@ from typing import TypeVar
 import psycopg
 import pytest
 
-from romancy_nb.errors import StoreError, StoreUnavailableError
+from romancy_nb.errors import DatabaseLockedError, StoreError, StoreUnavailableError
 from romancy_nb.store import open_store
 from romancy_nb.store.postgres.store import PostgresStore
 from tests.postgres_server import PostgresServer
@@ -123,3 +123,16 @@ def test_psycopg_is_what_sessions_hand_out(pg_store: PostgresStore) -> None:
         assert session.connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
     finally:
         session.rollback()
+
+
+def test_a_session_on_the_event_loop_does_not_wait_for_a_busy_pool(pg_url: str) -> None:
+    store = PostgresStore(pg_url, min_size=1, max_size=1)
+    try:
+        store.migrate()
+        held = store.open_session()  # the pool's only connection
+        with pytest.raises(DatabaseLockedError, match="every pooled connection is in use"):
+            store.open_session(wait=False)
+        held.rollback()
+        store.open_session(wait=False).rollback()  # free again: taken at once
+    finally:
+        store.close()
