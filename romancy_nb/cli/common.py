@@ -104,7 +104,7 @@ def resolve_db(ctx: typer.Context, db: str | None) -> str:
     return db or global_options(ctx).db or DEFAULT_DB
 
 
-def import_modules(names: list[str]) -> None:
+def import_modules(names: list[str], option: str = "--import") -> None:
     """Import user modules (``pkg.flows`` or ``path/to/flows.py``) so their workflows register.
 
     The current folder is put on ``sys.path`` first, as ``python -m`` does, so a module
@@ -114,23 +114,23 @@ def import_modules(names: list[str]) -> None:
         sys.path.insert(0, os.getcwd())
     for name in names:
         if name.endswith(".py") or os.sep in name:
-            _import_file(Path(name))
+            _import_file(Path(name), option)
             continue
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as error:
             if error.name and name.startswith(error.name):
                 raise CliError(
-                    f"--import {name}: no module named {error.name!r} (run from the folder "
+                    f"{option} {name}: no module named {error.name!r} (run from the folder "
                     "that holds it, or give a path to the .py file)",
                     EXIT_USAGE,
                 ) from None
             raise
 
 
-def _import_file(path: Path) -> None:
+def _import_file(path: Path, option: str) -> None:
     if not path.is_file():
-        raise CliError(f"--import {path}: no such file", EXIT_USAGE)
+        raise CliError(f"{option} {path}: no such file", EXIT_USAGE)
     name = path.stem
     loaded = sys.modules.get(name)
     if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == (
@@ -139,7 +139,7 @@ def _import_file(path: Path) -> None:
         return
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise CliError(f"--import {path}: not an importable Python file", EXIT_USAGE)
+        raise CliError(f"{option} {path}: not an importable Python file", EXIT_USAGE)
     module = importlib.util.module_from_spec(spec)
     # Registered before it runs, so pydantic and dataclasses can resolve its own names.
     sys.modules[name] = module

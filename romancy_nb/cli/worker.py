@@ -46,7 +46,7 @@ def _module_app(spec: str, db: str | None, max_concurrent: int | None) -> rn.App
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise CliError(f"--app {spec}: give a module, e.g. --app flows:app", EXIT_USAGE)
-    import_modules([module_name])
+    import_modules([module_name], option="--app")
     if not attr:
         return rn.App(db or DEFAULT_DB, max_concurrent=max_concurrent)
     stem = Path(module_name).stem if module_name.endswith(".py") else module_name

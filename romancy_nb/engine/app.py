@@ -269,7 +269,7 @@ class App:
         self._travel = TimeTravel(self._instances)
         self._leadership = Leadership(self.store, self.gate, worker.worker_id, self.lease_seconds)
         try:
-            await self._leadership.renew()
+            await self._lead()
             await self._instances.recover()
             self._waker = self._instances.waker = Waker(
                 self._instances, settings, loop, self._leadership
@@ -287,6 +287,7 @@ class App:
         other workers resume them from their last recorded step."""
         instances = await self._ensure_open()
         instances.drain()
+        await self._lead()  # steps down: another worker runs the sweeps from now on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (tasks := instances.tasks()) and (left := deadline - loop.time()) > 0:
@@ -647,10 +648,21 @@ class App:
                 await self.gate.call_blocking(self.store.heartbeat, self.worker_id, time.time())
                 await instances.honour_cancels()
                 await instances.recover()
-                if self._leadership is not None and await self._leadership.renew():
-                    await instances.forget_dead_workers()
+                await self._lead()
             except (Exception, StoreFault):
                 log.exception("background sweep failed; retrying at the next tick")
+
+    async def _lead(self) -> None:
+        """Stand for leadership (renew it while leading) and, as the leader, forget the
+        workers that are gone. A client or a draining app, which runs nothing, does not
+        stand: its sweeps would wake nothing (and it resigns if it led)."""
+        leadership, instances = self._leadership, self._instances
+        if leadership is None or instances is None:
+            return
+        if instances.max_concurrent == 0:
+            await leadership.resign()
+        elif await leadership.renew():
+            await instances.forget_dead_workers()
 
     # events, messages, timers and groups (engine/events.py, channels.py, wakeups.py)
 
