@@ -464,6 +464,9 @@ class App:
                     raise WorkflowNotFound(f"no instance {instance_id!r}", instance_id=instance_id)
                 if record.status in FINAL_STATUSES:
                     return self._final_result(record)
+                diverged = instances.divergence(instance_id)
+                if diverged is not None and instances.get(instance_id) is None:
+                    raise diverged  # its run here ended diverged (before this call, even)
                 # Woken at once when the instance is launched here (resumed after a wait);
                 # the growing delay is for instances that run in another process.
                 waiter = instances.launch_waiter(instance_id)

@@ -126,7 +126,9 @@ class Instances:
         self._runs: dict[str, WorkflowRun] = {}
         self._claiming: set[str] = set()
         self._launch_waiters: dict[str, asyncio.Event] = {}
-        self._diverged: dict[str, int] = {}
+        self._diverged: dict[str, tuple[int, BaseException | None]] = {}
+        """Instances whose run diverged: the registry generation it diverged under, and the
+        error (recovery leaves them alone until the code is redefined)."""
         self._paused: dict[str, tuple[float, int]] = {}
         self._max_concurrent = max_concurrent
         self._claims: asyncio.Task[None] | None = None
@@ -226,7 +228,7 @@ class Instances:
         if error is not None:
             log.error("%s: the run raised %r; it is resumed later", iid, error)
         if outcome.status == "diverged":
-            self._diverged[iid] = self._registry.generation
+            self._diverged[iid] = (self._registry.generation, outcome.error)
         if outcome.status == "paused":
             _, faults = self._paused.get(iid, (0.0, 0))
             delay = min(_PAUSE_FIRST * 2**faults, _PAUSE_MAX)
@@ -246,6 +248,12 @@ class Instances:
         run.task.cancel()
         await asyncio.gather(run.task, return_exceptions=True)
         return True
+
+    def divergence(self, instance_id: str) -> BaseException | None:
+        """The error of the instance's last run here if it diverged under the code defined
+        now (it waits for a fix), else None."""
+        generation, error = self._diverged.get(instance_id, (-1, None))
+        return error if generation == self._registry.generation else None
 
     def forget_divergence(self, instance_id: str) -> None:
         """The instance's history was changed by hand: let recovery resume it again."""
@@ -367,7 +375,7 @@ class Instances:
                 dead.append(worker.worker_id)
         generation = self._registry.generation
         exclude = {*self._runs, *self._claiming}
-        exclude.update(iid for iid, gen in self._diverged.items() if gen == generation)
+        exclude.update(iid for iid, (gen, _) in self._diverged.items() if gen == generation)
         exclude.update(iid for iid, (until, _) in self._paused.items() if until > now)
         claimed = await self._gate.call(
             self._store.claim_runnable, self._worker_id, dead, names, sorted(exclude), capacity

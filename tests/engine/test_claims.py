@@ -60,7 +60,11 @@ async def test_a_worker_runs_at_most_max_concurrent_and_takes_queued_starts_late
     store_url: str,
 ) -> None:
     async with _app(store_url, max_concurrent=2) as app:
-        ids = [await app.start(claim_flow, f"t{n}") for n in range(7)]
+        # every run holds until two run at once: the cap is reached, whatever the timing
+        ids = [await app.start(claim_flow, f"t{n}", True) for n in range(7)]
+        while len(running_now) < 2:
+            await asyncio.sleep(0.005)
+        gate.set()
         results = [await app.result(iid, timeout=60) for iid in ids]
     assert results == [f"t{n}" for n in range(7)]
     assert most_at_once == 2  # the cap was reached, never passed
