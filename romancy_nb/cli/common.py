@@ -151,11 +151,11 @@ def _import_file(path: Path, option: str) -> None:
 
 
 @contextmanager
-def open_app(db: str, *, must_exist: bool = True) -> Iterator[rn.App]:
+def open_app(db: str, *, must_exist: bool = True, **settings: Any) -> Iterator[rn.App]:
     """An :class:`~romancy_nb.App` on ``db`` for management calls; its store closed after.
 
     Read commands refuse a missing file rather than create an empty database where a typo
-    in ``--db`` pointed.
+    in ``--db`` pointed. ``settings`` are ``App`` keyword arguments.
     """
     if (
         must_exist
@@ -164,7 +164,7 @@ def open_app(db: str, *, must_exist: bool = True) -> Iterator[rn.App]:
         and not Path(db).expanduser().exists()
     ):
         raise CliError(f"no database at {db} (give --db PATH or set {DB_ENV})", EXIT_NOT_FOUND)
-    app = rn.App(db)
+    app = rn.App(db, **settings)
     try:
         yield app
     finally:

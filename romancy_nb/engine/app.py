@@ -21,12 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from romancy_nb.engine import channels, events, ids, leases, replayer
+from romancy_nb.engine import channels, events, handlers, ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
 from romancy_nb.engine.compare import Comparison, pair_steps
 from romancy_nb.engine.definitions import Workflow, check_divergence_policy
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.engine.gate import StoreGate
+from romancy_nb.engine.handlers import EventReceipt, PreparedEvent
 from romancy_nb.engine.info import (
     InstanceInfo,
     InstancePage,
@@ -393,12 +394,15 @@ class App:
         stored for whichever worker has room first (this one included, when a run ends).
         ``App(url, max_concurrent=0)`` is a client: it starts instances for the workers.
         """
-        instances = await self._ensure_open()
         wf = self._workflow(workflow)
-        shape = wf.shape
-        values = shape.validate_input(shape.bind(args, kwargs))
-        input_json = shape.encode_input(values)
+        values = wf.shape.validate_input(wf.shape.bind(args, kwargs))
         iid = str(uuid.uuid4()) if instance_id is None else ids.validate_instance_id(instance_id)
+        return await self._start(wf, values, iid)
+
+    async def _start(self, wf: Workflow[Any, Any], values: tuple[Any, ...], iid: str) -> str:
+        """Start ``wf`` with checked arguments as ``iid`` (nothing if ``iid`` exists)."""
+        instances = await self._ensure_open()
+        input_json = wf.shape.encode_input(values)
         now = time.time()
         record = InstanceRecord(
             iid, wf.name, "running", input_json, None, None, self.worker_id, None,
@@ -709,20 +713,53 @@ class App:
 
         Waiting instances defined in this process resume at once; other processes on the
         same database notice within milliseconds. See :mod:`romancy_nb.engine.events` for
-        which instances receive it. Bad input (an unserializable ``data``, a naive
-        ``time``) raises and stores nothing; a repeated ``id`` is stored once.
+        which instances receive it. If ``event_type`` names a workflow registered with
+        ``event_handler=True``, the event also starts it with ``data`` as its input, as
+        instance ``"<type>:<id>"`` (see :mod:`romancy_nb.engine.handlers`). Bad input (an
+        unserializable ``data``, a naive ``time``, data that does not fit the handler's
+        parameters) raises and stores nothing; a repeated ``id`` is stored once and starts
+        nothing new.
         """
-        return await self._post(
-            events.event_message(
-                event_type,
-                data,
-                source=source,
-                id=id,
-                time=time,
-                subject=subject,
-                extensions=extensions,
-            )
-        )
+        prepared = self.prepare_event(
+            event_type, data, source=source, id=id, time=time, subject=subject,
+            extensions=extensions,
+        )  # fmt: skip
+        return (await self.deliver_event(prepared)).id
+
+    def prepare_event(
+        self,
+        event_type: str,
+        data: Any = None,
+        *,
+        source: str = "romancy_nb",
+        id: str | None = None,
+        time: datetime | None = None,
+        subject: str | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> PreparedEvent:
+        """Check and encode an event (and the event-handler start it asks for) without
+        storing anything: raises on bad input. For ingress that checks a whole batch
+        before it stores any of it; ``deliver_event`` then stores it."""
+        message = events.event_message(
+            event_type, data, source=source, id=id, time=time, subject=subject,
+            extensions=extensions,
+        )  # fmt: skip
+        event_id = message.message_id
+        start = handlers.handler_start(self.registry, event_type, event_id, data)
+        return PreparedEvent(event_type, event_id, message, start)
+
+    async def deliver_event(self, prepared: PreparedEvent) -> EventReceipt:
+        """Store a prepared event, wake its subscribers and start its event-handler
+        workflow if it names one; safe to repeat (the event id is the idempotency key)."""
+        start = prepared.start
+        instance_id = None
+        if start is not None:
+            instance_id = await self._start(start.workflow, start.args, start.instance_id)
+        self.ensure_schema()
+        stored = await self._call(self.store.publish, prepared.message)
+        if self._waker is not None and stored:
+            await self._waker.deliver_channel(prepared.message.channel)
+        return EventReceipt(prepared.type, prepared.id, instance_id, duplicate=not stored)
 
     async def publish(
         self, channel: str, data: Any, *, metadata: dict[str, Any] | None = None

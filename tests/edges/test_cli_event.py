@@ -80,3 +80,29 @@ def test_plain_output(store_url: str) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "sent x.y (id i-1)" in result.stdout
+
+
+def test_an_event_handler_workflow_is_started_for_a_worker(store_url: str) -> None:
+    store = open_store(store_url)
+    store.migrate()
+    store.close()
+    args = ["--db", store_url, "-i", "tests.edges.ingress_flows", "event", "ingress.signup"]
+    data = ["--data", '{"email": "a@x.org"}', "--id", "s-1", "--json"]
+    result = CliRunner().invoke(cli_app, [*args, *data], env=ENV)
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["instance_id"] == "ingress.signup:s-1"
+    again = CliRunner().invoke(cli_app, [*args, *data], env=ENV)  # a repeat starts nothing
+    assert json.loads(again.stdout)["instance_id"] == "ingress.signup:s-1"
+    bad = CliRunner().invoke(cli_app, [*args, "--data", '{"plan": "pro"}'], env=ENV)
+    assert bad.exit_code == 1
+    assert "email" in bad.stderr
+
+    async def run() -> str:
+        async with rn.App(store_url) as worker:  # the CLI only stored the start
+            assert [i.instance_id for i in worker.list_instances().instances] == [
+                "ingress.signup:s-1"
+            ]
+            return await worker.result("ingress.signup:s-1", timeout=60)
+
+    assert asyncio.run(run()) == "welcome a@x.org (free)"
