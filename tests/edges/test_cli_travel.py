@@ -58,19 +58,19 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _completed(db: Path, instance_id: str = "t-1") -> str:
+def _completed(db: str, instance_id: str = "t-1") -> str:
     app = rn.App(db)
     app.run("cli_tt_flow", "t", instance_id=instance_id)
     return instance_id
 
 
-def typed(db: Path, module: Path, args: list[str], text: str) -> Result:
+def typed(db: str, module: Path, args: list[str], text: str) -> Result:
     """``romancy-nb --db DB --import MODULE ARGS`` with ``text`` typed at its prompt."""
     command = ["--db", str(db), "--import", str(module), *args]
     return CliRunner().invoke(cli_app, command, input=text, env=ENV)
 
 
-def _finish(db: Path, iid: str) -> list[str]:
+def _finish(db: str, iid: str) -> list[str]:
     """Resume what the CLI left running, as a worker would, and return its result."""
     app = rn.App(db)
 
@@ -82,94 +82,88 @@ def _finish(db: Path, iid: str) -> list[str]:
     return asyncio.run(main())
 
 
-@pytest.mark.sqlite_only  # the CLI takes a file path
 def test_replay_shows_every_step_and_exits_1_on_a_divergence(
-    module: Path, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    module: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    iid = _completed(db_path)
-    ok = cli("--db", str(db_path), "--import", str(module), "replay", iid)
+    iid = _completed(store_url)
+    ok = cli("--db", store_url, "--import", str(module), "replay", iid)
     assert ok.exit_code == 0, ok.output
     assert ok.output.count("matched") == 3
     monkeypatch.setenv("CLI_TT_SUFFIX", "-edited")
-    diverged = cli("--db", str(db_path), "--import", str(module), "replay", iid, "--json")
+    diverged = cli("--db", store_url, "--import", str(module), "replay", iid, "--json")
     assert diverged.exit_code == 1, diverged.output
     report = json.loads(diverged.output)
     assert [row["status"] for row in report["rows"]] == ["matched", "diverged", "not reached"]
     assert '+    "t-2-edited"' in report["rows"][1]["diff"]
 
 
-@pytest.mark.sqlite_only
-def test_replay_of_an_unknown_instance_exits_3(db_path: Path, module: Path) -> None:
-    _completed(db_path)
-    missing = cli("--db", str(db_path), "replay", "nope")
+def test_replay_of_an_unknown_instance_exits_3(store_url: str, module: Path) -> None:
+    _completed(store_url)
+    missing = cli("--db", store_url, "replay", "nope")
     assert missing.exit_code == 3 and "no instance 'nope'" in missing.output
 
 
-@pytest.mark.sqlite_only
 def test_rewind_leaves_the_instance_to_resume_with_the_current_code(
-    module: Path, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    module: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    iid = _completed(db_path)
+    iid = _completed(store_url)
     monkeypatch.setenv("CLI_TT_SUFFIX", "-v2")
-    result = cli("--db", str(db_path), "rewind", iid, "cli_tt_step:1")
+    result = cli("--db", store_url, "rewind", iid, "cli_tt_step:1")
     assert result.exit_code == 0, result.output
     assert "rewound" in result.output and "kept 1 step(s), archived 2" in result.output
-    assert _finish(db_path, iid) == ["T-1", "T-2-V2", "T-FAIL"]
-    usage = cli("--db", str(db_path), "rewind", iid)
+    assert _finish(store_url, iid) == ["T-1", "T-2-V2", "T-FAIL"]
+    usage = cli("--db", store_url, "rewind", iid)
     assert usage.exit_code == 2 and "--to-start" in usage.output
 
 
-@pytest.mark.sqlite_only
-def test_rollback_lists_the_compensations_and_asks_first(module: Path, db_path: Path) -> None:
-    iid = _completed(db_path)
-    refused = typed(db_path, module, ["rollback", iid, "cli_tt_step:1"], "n\n")
+def test_rollback_lists_the_compensations_and_asks_first(module: Path, store_url: str) -> None:
+    iid = _completed(store_url)
+    refused = typed(store_url, module, ["rollback", iid, "cli_tt_step:1"], "n\n")
     assert refused.exit_code == 1 and "cli_tt_undo for cli_tt_step:3" in refused.output
-    with store(db_path) as app:
+    with store(store_url) as app:
         assert app.get_instance(iid).status == "completed"
-    done = typed(db_path, module, ["rollback", iid, "cli_tt_step:1"], "y\n")
+    done = typed(store_url, module, ["rollback", iid, "cli_tt_step:1"], "y\n")
     assert done.exit_code == 0, done.output
     assert "compensated, in this order: cli_tt_step:3, cli_tt_step:2" in done.output
     undo_log = Path(module.parent / "undo.log").read_text().split()
     assert undo_log == ["t-fail", "t-2"]
 
 
-@pytest.mark.sqlite_only
 def test_retry_fork_and_compare(
-    module: Path, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    module: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLI_TT_OUTAGE", "1")
-    app = rn.App(db_path)
+    app = rn.App(store_url)
     with pytest.raises(rn.TerminalError):
         app.run("cli_tt_flow", "t", instance_id="f-1")
     monkeypatch.delenv("CLI_TT_OUTAGE")
-    retried = cli("--db", str(db_path), "--import", str(module), "retry", "f-1")
+    retried = cli("--db", store_url, "--import", str(module), "retry", "f-1")
     assert retried.exit_code == 0, retried.output
-    assert _finish(db_path, "f-1") == ["T-1", "T-2", "T-FAIL"]
+    assert _finish(store_url, "f-1") == ["T-1", "T-2", "T-FAIL"]
 
-    fork = cli("--db", str(db_path), "fork", "f-1", "--at", "cli_tt_step:2", "--id", "f-2")
+    fork = cli("--db", store_url, "fork", "f-1", "--at", "cli_tt_step:2", "--id", "f-2")
     assert fork.exit_code == 0 and "forked f-1 as f-2" in fork.output
-    assert _finish(db_path, "f-2") == ["T-1", "T-2", "T-FAIL"]
-    compare = cli("--db", str(db_path), "compare", "f-1", "f-2", "--json")
+    assert _finish(store_url, "f-2") == ["T-1", "T-2", "T-FAIL"]
+    compare = cli("--db", store_url, "compare", "f-1", "f-2", "--json")
     assert compare.exit_code == 0, compare.output
     rows = json.loads(compare.output)
     assert [row["step_id"] for row in rows] == [f"cli_tt_step:{n}" for n in (1, 2, 3)]
     assert [row["differs"] for row in rows] == ["", "", ""]  # the fork re-ran step 3 alike
-    bad = cli("--db", str(db_path), "fork", "f-1", "--input", "[1]")
+    bad = cli("--db", store_url, "fork", "f-1", "--input", "[1]")
     assert bad.exit_code == 2 and "JSON object" in bad.output
 
 
-@pytest.mark.sqlite_only
-def test_get_shows_where_a_fork_came_from(module: Path, db_path: Path) -> None:
-    iid = _completed(db_path)
+def test_get_shows_where_a_fork_came_from(module: Path, store_url: str) -> None:
+    iid = _completed(store_url)
     assert (
-        cli("--db", str(db_path), "fork", iid, "--at", "cli_tt_step:1", "--id", "g-2").exit_code
+        cli("--db", store_url, "fork", iid, "--at", "cli_tt_step:1", "--id", "g-2").exit_code
         == 0
     )
-    shown = cli("--db", str(db_path), "get", "g-2")
+    shown = cli("--db", store_url, "get", "g-2")
     assert (
         shown.exit_code == 0
         and "forked from" in shown.output
         and "t-1 at cli_tt_step:1" in shown.output
     )
-    as_json = json.loads(cli("--db", str(db_path), "get", "g-2", "--json").output)
+    as_json = json.loads(cli("--db", store_url, "get", "g-2", "--json").output)
     assert (as_json["forked_from"], as_json["forked_at"]) == ("t-1", "cli_tt_step:1")
