@@ -26,15 +26,21 @@ class WorkerProcess:
     """One ``python -m romancy_nb.cli worker ARGS`` process, its output in ``logs``."""
 
     def __init__(
-        self, args: Sequence[str], logs: Path, name: str, env: dict[str, str] | None = None
+        self,
+        args: Sequence[str],
+        logs: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+        command: str = "worker",
     ) -> None:
+        """``command``: the ``romancy-nb`` command to run (``serve`` for the HTTP tests)."""
         self.name = name
         self.out = logs / f"{name}.out"
         self.err = logs / f"{name}.err"
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "romancy_nb.cli", "worker", *args],
+                [sys.executable, "-m", "romancy_nb.cli", command, *args],
                 stdout=out,
                 stderr=err,
                 cwd=REPO,

@@ -23,6 +23,7 @@ from romancy_nb.cli.common import (
 from romancy_nb.cli.demo import demo_command
 from romancy_nb.cli.events import event_command
 from romancy_nb.cli.notebook import run_command
+from romancy_nb.cli.serve import serve_command
 from romancy_nb.cli.travel import (
     compare_command,
     fork_command,
@@ -93,6 +94,8 @@ app.command("demo", cls=Command)(demo_command)
 # Headless notebooks (romancy_nb.cli.notebook) and workers (romancy_nb.cli.worker).
 app.command("run", cls=Command)(run_command)
 app.command("worker", cls=Command)(worker_command)
+# CloudEvents over HTTP (romancy_nb.cli.serve).
+app.command("serve", cls=Command)(serve_command)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from romancy_nb.cli.common import (
 from romancy_nb.store import display_url
 
 
-def _module_app(spec: str, db: str | None, max_concurrent: int | None) -> rn.App:
+def module_app(spec: str, db: str | None, max_concurrent: int | None) -> rn.App:
     """The app ``--app`` names: ``module:attr`` (an App, with the overrides given) or a
     module of definitions, served by a new App."""
     module_name, _, attr = spec.partition(":")
@@ -180,5 +180,5 @@ def worker_command(
         loop.run_until_complete(_serve(served, duration, grace))
         return
     assert app_spec is not None
-    served = _module_app(app_spec, db, max_concurrent)
+    served = module_app(app_spec, db, max_concurrent)
     asyncio.run(_serve(served, duration, grace))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from romancy_nb.engine import channels, events, handlers, ids, leases, replayer
 from romancy_nb.engine.commits import GroupCommitter
@@ -57,6 +57,9 @@ from romancy_nb.store import (
     open_store,
 )
 from romancy_nb.store.protocol import ArchivedRun, MessageRecord, Wakeup
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 log = logging.getLogger("romancy_nb")
 
@@ -796,6 +799,22 @@ class App:
                 target=target,
             )
         )
+
+    async def ping(self) -> None:
+        """One cheap read of the store through the gate; raises the
+        :class:`~romancy_nb.errors.StoreError` if it cannot be read (readiness probes)."""
+        self.ensure_schema()
+        await self._call(self.store.get_instance, "")
+
+    def asgi(self, *, token: str | None = None, max_body: int | None = None) -> Starlette:
+        """An ASGI app (Starlette) that receives CloudEvents over HTTP for this app: mount
+        it in any ASGI server or framework, or run ``romancy-nb serve``. ``token``: the
+        bearer token requests must carry; ``max_body``: the largest body, in bytes.
+        Needs the ``http`` extra; see :mod:`romancy_nb.http.ingress`."""
+        from romancy_nb.http import ingress  # the edge, loaded only when asked for
+
+        limit = ingress.DEFAULT_MAX_BODY if max_body is None else max_body
+        return ingress.create_app(self, token=token, max_body=limit)
 
     def get_group_members(self, group: str) -> list[str]:
         """The ids of the instances that are members of ``group``, oldest member first."""
