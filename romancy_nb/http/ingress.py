@@ -14,7 +14,8 @@ content type that is no CloudEvents mode or data that is not JSON (romancy_nb st
 data as JSON), 400 for malformed JSON, a missing required attribute (``id`` included: the
 SDK would invent one, and the id is what makes redelivery safe) or data that does not fit
 the event-handler workflow. A batch is checked whole first, then stored event by event; a
-store failure answers 503, and sending the batch again is safe.
+store failure answers 503, and sending the batch again is safe. 409: the event's instance
+id (``TYPE:ID``) belongs to an instance of another workflow, started with that id by hand.
 
 ``GET /health/live`` answers 200 while the process serves; ``GET /health/ready`` 200 once
 the store answers a read, else 503. Neither needs the token (probes carry none).
@@ -40,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from romancy_nb.errors import RomancyError, StoreError
+from romancy_nb.errors import InvalidWorkflowState, RomancyError, StoreError
 
 if TYPE_CHECKING:
     from romancy_nb.engine.app import App
@@ -98,6 +99,8 @@ def create_app(
             receipts = [await app.deliver_event(event) for event in prepared]
         except StoreError as error:
             return Refused(503, "store unavailable", str(error)).response()
+        except InvalidWorkflowState as error:  # its instance id names another workflow's
+            return Refused(409, "conflict", _reason(error)).response()
         answers = [_receipt(receipt) for receipt in receipts]
         if _is_batch(request):
             return JSONResponse({"accepted": answers}, status_code=202)

@@ -181,3 +181,15 @@ def test_rejected_requests_store_nothing(server: str, store_url: str) -> None:
         assert says in answer.json()["reason"], (says, answer.json())
         assert answer.json()["error"]
     assert _stored(store_url) == ([], 0)
+
+
+async def test_an_instance_id_of_another_workflow_is_a_conflict(
+    server: str, store_url: str
+) -> None:
+    async with rn.App(store_url, max_concurrent=0) as client:
+        await client.start("ingress.private", "x", instance_id="ingress.signup:c-1")
+    event = _event("ingress.signup", "c-1", {"email": "c@x.org"})
+    answer = _post(server, ce_http.to_structured_event(event))
+    assert answer.status_code == 409, answer.text
+    assert "already belongs to workflow 'ingress.private'" in answer.json()["reason"]
+    assert _stored(store_url) == (["ingress.signup:c-1"], 0)

@@ -131,3 +131,10 @@ async def test_a_client_app_stores_the_start_for_the_workers(store_url: str) -> 
         assert client.running() == []
     async with rn.App(store_url) as worker:
         assert await worker.result("eh.order:c1", timeout=60) == "1 x tea"
+
+
+async def test_an_instance_id_taken_by_another_workflow_is_refused(app: rn.App) -> None:
+    await app.start(eh_private, "x", instance_id="eh.order:taken")
+    with pytest.raises(rn.InvalidWorkflowState, match="already belongs to workflow"):
+        await app.send_event("eh.order", {"item": "tea"}, id="taken")
+    assert count_rows(app.store, "channel_messages") == 0  # the event was not stored either
