@@ -156,8 +156,7 @@ def test_retry_fork_and_compare(
 def test_get_shows_where_a_fork_came_from(module: Path, store_url: str) -> None:
     iid = _completed(store_url)
     assert (
-        cli("--db", store_url, "fork", iid, "--at", "cli_tt_step:1", "--id", "g-2").exit_code
-        == 0
+        cli("--db", store_url, "fork", iid, "--at", "cli_tt_step:1", "--id", "g-2").exit_code == 0
     )
     shown = cli("--db", store_url, "get", "g-2")
     assert (
