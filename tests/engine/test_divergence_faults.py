@@ -23,6 +23,13 @@ from tests.faults import Arguments, open_faulty
 ran: Counter[tuple[str, str]] = Counter()
 """How often ``ttd_step`` ran, by (instance, note)."""
 
+
+@pytest.fixture(autouse=True)
+def _fresh_counts() -> None:
+    """Instance ids repeat across backends: each test counts from zero."""
+    ran.clear()
+
+
 first_note = {"value": "v1"}
 """What ``ttd_flow`` passes to its first step: the test "edits the cell" by changing it."""
 

@@ -37,6 +37,13 @@ undone: Counter[tuple[str, str]] = Counter()
 """How often each (instance, step) was compensated."""
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counts() -> None:
+    """Instance ids repeat across backends: each test counts from zero."""
+    done.clear()
+    undone.clear()
+
+
 @rn.activity(transactional=False)
 async def ttf_step(ctx: rn.ActivityContext, note: str) -> str:
     done[(ctx.instance_id, ctx.step_id)] += 1
