@@ -325,13 +325,12 @@ def test_db_from_env_global_option_and_command_option(
     assert cli("list").exit_code == 0
 
 
-def test_migrate_reports_what_it_applied(tmp_path: Path) -> None:
-    db = tmp_path / "fresh.db"
-    first = cli("migrate", "--db", str(db))
+def test_migrate_reports_what_it_applied(store_url: str) -> None:
+    first = cli("migrate", "--db", store_url)
     assert first.exit_code == 0, first.output
     versions = re.findall(r"\b\d{14}\b", first.stdout)
     assert versions and "applied" in first.stdout
-    again = cli("migrate", "--db", str(db))
+    again = cli("migrate", "--db", store_url)
     assert again.exit_code == 0 and "up to date" in again.stdout
 
 
