@@ -74,6 +74,14 @@ def _with_overrides(app: rn.App, db: str | None, max_concurrent: int | None) -> 
     return served
 
 
+_asked_to_stop = False
+
+
+def _note_stop(signum: int, frame: object) -> None:
+    global _asked_to_stop
+    _asked_to_stop = True
+
+
 async def _serve(app: rn.App, duration: float, grace: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,6 +96,8 @@ async def _serve(app: rn.App, duration: float, grace: float) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    if _asked_to_stop:  # a signal came while the worker was still loading: stop cleanly
+        stop.set()
     out = stdout()
     await app.open()
     names = sorted(wf.name for wf in app.registry.workflows())
@@ -169,6 +179,9 @@ def worker_command(
 
       romancy-nb worker --notebook pipeline.ipynb
     """
+    # Until the loop's handlers are in place (loading modules or a notebook takes seconds),
+    # a SIGTERM is noted rather than killing the worker mid-start.
+    signal.signal(signal.SIGTERM, _note_stop)
     if (app_spec is None) == (notebook is None):
         raise CliError("give exactly one of --app MODULE[:APP] and --notebook NB", EXIT_USAGE)
     db = db or global_options(ctx).db
