@@ -131,6 +131,7 @@ class Instances:
         error (recovery leaves them alone until the code is redefined)."""
         self._paused: dict[str, tuple[float, int]] = {}
         self._max_concurrent = max_concurrent
+        self._reserved = 0
         self._claims: asyncio.Task[None] | None = None
         self._claims_wanted = False
         self._claims_again = False
@@ -323,7 +324,8 @@ class Instances:
         """How many more runs this worker takes (``App(max_concurrent=...)``)."""
         if self._max_concurrent is None:
             return _CLAIM_BATCH
-        return max(0, self._max_concurrent - len(self._runs) - len(self._claiming))
+        taken = len(self._runs) + len(self._claiming) + self._reserved
+        return max(0, self._max_concurrent - taken)
 
     def drain(self) -> None:
         """Take no more work (a graceful shutdown): no claims, starts go to other workers."""
@@ -367,22 +369,24 @@ class Instances:
         if not names or capacity < 1:
             return 0
         now = time.time()
-        dead = [self._worker_id]  # its own leases without a run (excluded: what runs here)
-        for worker in await self._gate.call(self._store.list_workers):
-            if worker.worker_id != self._worker_id and not leases.is_alive(
-                worker, now, self._lease_seconds
-            ):
-                dead.append(worker.worker_id)
+        # its own leases without a run count too (what runs here is excluded)
+        dead = [self._worker_id, *await self._gone_workers(now)]
         generation = self._registry.generation
         exclude = {*self._runs, *self._claiming}
         exclude.update(iid for iid, (gen, _) in self._diverged.items() if gen == generation)
         exclude.update(iid for iid, (until, _) in self._paused.items() if until > now)
-        claimed = await self._gate.call(
-            self._store.claim_runnable, self._worker_id, dead, names, sorted(exclude), capacity
-        )
+        # Held until the claimed runs are launched (a network store answers later): a start
+        # or a wake-up meanwhile must not take the same room.
+        self._reserved += capacity
         resumed = 0
-        for record in claimed:
-            resumed += await self._run_claimed(record)
+        try:
+            claimed = await self._gate.call(
+                self._store.claim_runnable, self._worker_id, dead, names, sorted(exclude), capacity
+            )
+            for record in claimed:
+                resumed += await self._run_claimed(record)
+        finally:
+            self._reserved -= capacity
         if resumed:
             log.info("resumed %d instance(s)", resumed)
         return resumed
@@ -399,16 +403,19 @@ class Instances:
             self.launch(await self.resumed_run(wf, record))
         return True
 
-    async def forget_dead_workers(self) -> int:
-        """The leader's sweep: drop the rows of workers that are gone (their instances are
-        claimable already); how many."""
-        now = time.time()
-        gone = [
+    async def _gone_workers(self, now: float) -> list[str]:
+        """The other registered workers that are no longer alive."""
+        return [
             worker.worker_id
             for worker in await self._gate.call(self._store.list_workers)
             if worker.worker_id != self._worker_id
             and not leases.is_alive(worker, now, self._lease_seconds)
         ]
+
+    async def forget_dead_workers(self) -> int:
+        """The leader's sweep: drop the rows of workers that are gone (their instances are
+        claimable already); how many."""
+        gone = await self._gone_workers(time.time())
         for worker_id in gone:
             await self._gate.call(self._store.remove_worker, worker_id)
         return len(gone)
