@@ -434,8 +434,15 @@ class WorkflowRun:
                 # writes rolled back, so run it again once the store is back — not counted.
                 attempt -= 1
                 faults += 1
-                log.warning("%s %s: %s; the attempt runs again", self._instance_id, step_id, fault)
                 await self.host.gate.backoff(faults)
+                committed = await self._committed_despite(step_id)
+                if committed is not None:
+                    log.warning(
+                        "%s %s: %s; its commit had landed, the attempt is not run again",
+                        self._instance_id, step_id, fault,
+                    )  # fmt: skip
+                    return await _replayed(committed, activity.shape)
+                log.warning("%s %s: %s; the attempt runs again", self._instance_id, step_id, fault)
                 continue
             except SerializationError as error:
                 final: BaseException = error
@@ -477,6 +484,19 @@ class WorkflowRun:
         )  # fmt: skip
         await self.record(step)
         raise final
+
+    async def _committed_despite(self, step_id: str) -> StepRecord | None:
+        """The step, if the attempt whose commit failed recorded it after all.
+
+        A commit whose reply was lost with the connection (the server crashed right after
+        it) may have landed: running the attempt again would do its transaction's work
+        twice. The history tells, once the store answers again.
+        """
+        history = await self._call(self._store.load_history, self._instance_id)
+        committed = next((s for s in history if s.step_id == step_id), None)
+        if committed is not None:
+            self.host.notify(self._instance_id, committed)
+        return committed
 
     async def _attempt(
         self,

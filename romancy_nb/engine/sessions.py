@@ -8,12 +8,15 @@ the workflow giving up on it.
 
 A store error while opening or committing is the engine's, not the user's: it is raised as
 :class:`~romancy_nb.engine.signals.StoreFault`, which the runner answers by retrying the
-attempt (its writes rolled back) without counting it against the retry policy.
+attempt (its writes rolled back) without counting it against the retry policy — unless
+the history shows that the commit landed after all (its reply was lost with the
+connection), in which case the recorded result is used and nothing runs twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -117,7 +120,13 @@ class AttemptSession:
             return
         try:
             if commit:
-                session.commit()
+                try:
+                    session.commit()
+                except BaseException:
+                    # whatever the failed commit left open goes now, not with the connection
+                    with contextlib.suppress(StoreError):
+                        session.rollback()
+                    raise
             else:
                 session.rollback()
         finally:

@@ -143,6 +143,7 @@ FLOW_WRITES = {
     "start": Write("create_instance"),
     "step": Write("record_step"),
     "step-group-commit": Write("record_steps", group_commit=True),
+    "session-commit": Write("session.commit"),
     "deterministic-step": Write("record_step", _step_kind("now")),
     "attempt": Write("record_attempt"),
     "suspend-sleep": Write("suspend", _status("waiting_for_timer")),
