@@ -1,0 +1,8 @@
+"""Durable AI: model calls, agents and tools as recorded steps (``rn.ai``).
+
+Above the engine and below the CLI and the notebook layer: a model request or a tool call
+is an activity, so a crash, a replay or a rewind never asks the model twice for what the
+history already holds.
+"""
+
+__all__: list[str] = []
