@@ -5,4 +5,6 @@ is an activity, so a crash, a replay or a rewind never asks the model twice for 
 history already holds.
 """
 
-__all__: list[str] = []
+from romancy_nb.ai.mcp import mcp_server
+
+__all__: list[str] = ["mcp_server"]

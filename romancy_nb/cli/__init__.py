@@ -22,6 +22,7 @@ from romancy_nb.cli.common import (
 )
 from romancy_nb.cli.demo import demo_command
 from romancy_nb.cli.events import event_command
+from romancy_nb.cli.mcp import mcp_command
 from romancy_nb.cli.notebook import run_command
 from romancy_nb.cli.serve import serve_command
 from romancy_nb.cli.travel import (
@@ -96,6 +97,8 @@ app.command("run", cls=Command)(run_command)
 app.command("worker", cls=Command)(worker_command)
 # CloudEvents over HTTP (romancy_nb.cli.serve).
 app.command("serve", cls=Command)(serve_command)
+# Workflows as MCP tools (romancy_nb.cli.mcp).
+app.command("mcp", cls=Command)(mcp_command)
 
 
 def main() -> None:

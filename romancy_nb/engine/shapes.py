@@ -149,6 +149,13 @@ class CallShape:
             ) from None
         return tuple(data[name] for name in self._names)
 
+    def input_schema(self) -> dict[str, Any]:
+        """The JSON schema of the workflow's input, an object keyed by parameter name (for
+        clients that start it from JSON, as MCP tools do); defaulted parameters are optional."""
+        schema: dict[str, Any] = self._input_adapter.json_schema()
+        schema["required"] = [p.name for p in self.params if p.default is inspect.Parameter.empty]
+        return schema
+
     def encode_input(self, values: tuple[Any, ...]) -> str:
         """A workflow's input as a JSON object keyed by parameter name (for find_instances)."""
         data = dict(zip(self._names, values, strict=True))
