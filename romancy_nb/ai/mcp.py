@@ -267,16 +267,24 @@ def mcp_server(app: rn.App, *, name: str = "romancy-nb") -> Server[Any]:
     (``server.run`` over ``mcp.server.stdio.stdio_server()``) or streamable HTTP
     (``server.streamable_http_app()``, an ASGI app); ``romancy-nb mcp`` does both."""
     tools = _WorkflowTools(app)
+    tools.tools()  # two workflows that make one tool name: an error here, at the call
+
+    def listed() -> dict[str, _Tool]:
+        """The tools now: workflows registered since the server was made are listed too."""
+        try:
+            return tools.tools()
+        except ValueError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[tool.spec for tool in tools.tools().values()])
+        return types.ListToolsResult(tools=[tool.spec for tool in listed().values()])
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        tool = tools.tools().get(params.name)
+        tool = listed().get(params.name)
         if tool is None:
             raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {params.name!r}")
         arguments = dict(params.arguments or {})

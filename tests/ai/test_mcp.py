@@ -14,13 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp.client import ClientSession
+from mcp.client import Client, ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 import romancy_nb as rn
-from romancy_nb.testing import wait_until
+import romancy_nb.ai
+from romancy_nb.engine.definitions import Workflow
+from romancy_nb.engine.registry import Registry
+from romancy_nb.testing import eventually, wait_until
 from tests.processes import REPO, WorkerProcess
 
 APP = "tests.ai.mcp_app:app"
@@ -190,3 +193,52 @@ async def test_a_client_only_server_leaves_the_runs_to_workers(
         finally:
             assert worker.terminate() == 0, worker.output()
     assert "a client: workers run them" in (tmp_path / "mcp.err").read_text()
+
+
+async def _hold(ctx: rn.WorkflowContext, ticket: int) -> str:
+    """Hold a ticket until an event releases it."""
+    await ctx.wait_event("mcp.release", timeout=120)
+    return f"released {ticket}"
+
+
+def _registry(*names: str) -> Registry:
+    registry = Registry()
+    for name in names:
+        registry.add_workflow(Workflow(_hold, name=name))
+    return registry
+
+
+async def test_the_server_in_process_names_tools_safely_and_cancels(store_url: str) -> None:
+    app = rn.App(store_url, registry=_registry("tickets:hold"))
+    async with app, Client(rn.ai.mcp_server(app)) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert "start_tickets_hold" in tools
+        started = await client.call_tool("start_tickets_hold", {"ticket": 7})
+        assert started.structured_content is not None
+        iid = started.structured_content["instance_id"]
+        await eventually(lambda: app.get_instance(iid).status == "waiting_for_event")
+        cancelled = await client.call_tool("cancel_instance", {"instance_id": iid})
+        assert not cancelled.is_error, cancelled.content
+        # the status it is in now: cancelled, or still waiting if the cancel is applied at
+        # the next sweep (a run here that had just suspended); either way it ends cancelled
+        result = await client.call_tool("instance_result", {"instance_id": iid, "wait": 30})
+        assert result.structured_content is not None
+        assert result.structured_content["status"] == "cancelled"
+        assert result.structured_content["cancel_reason"] == "cancelled via MCP"
+        again = await client.call_tool("cancel_instance", {"instance_id": iid})
+        assert again.is_error
+        assert "already cancelled" in again.content[0].text  # type: ignore[union-attr]
+
+
+async def test_two_workflows_that_make_one_tool_name_are_refused(store_url: str) -> None:
+    registry = _registry("a:b")
+    app = rn.App(store_url, registry=registry)
+    clashing = rn.App(store_url, registry=_registry("a:b", "a/b"))
+    with pytest.raises(ValueError, match="both make the MCP tool 'start_a_b'"):
+        rn.ai.mcp_server(clashing)
+    clashing.store.close()
+    server = rn.ai.mcp_server(app)
+    registry.add_workflow(Workflow(_hold, name="a/b"))  # registered after the server was made
+    async with app, Client(server) as client:
+        with pytest.raises(MCPError, match="both make the MCP tool 'start_a_b'"):
+            await client.list_tools()
