@@ -43,6 +43,36 @@ def ledger_count(url: str) -> int:
     return int(row[0])
 
 
+_STATE_QUERIES = {
+    "instances": "SELECT instance_id, status, lock_owner, updated_at FROM workflow_instances "
+    "ORDER BY instance_id",
+    "waits": "SELECT instance_id, step_id, kind, channel, fire_at FROM waits ORDER BY 1, 2",
+    "subscriptions": "SELECT instance_id, channel, mode, cursor FROM channel_subscriptions "
+    "ORDER BY 1",
+    "messages": "SELECT count(*), min(id), max(id) FROM channel_messages",
+    "ledger": "SELECT count(*) FROM ledger",
+    "history": "SELECT kind, status, count(*) FROM workflow_history GROUP BY 1, 2 ORDER BY 1, 2",
+    "workers": "SELECT * FROM workers",
+    "leaders": "SELECT * FROM leaders",
+    "sessions": "SELECT pid, state, wait_event_type, wait_event, xact_start, "
+    "left(query, 120) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid()",
+    "ungranted locks": "SELECT pid, locktype, relation::regclass, mode FROM pg_locks "
+    "WHERE NOT granted",
+}
+
+
+def database_state(url: str) -> str:
+    """What the database holds now, table by table: printed when a fleet test fails, so a
+    stall shows where every instance, wait and session stands."""
+    lines = []
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+        for title, sql in _STATE_QUERIES.items():
+            lines.append(f"--- {title}")
+            lines.extend(repr(row) for row in connection.execute(sql).fetchall())
+    return "\n".join(lines)
+
+
 def leader(store: Store) -> str | None:
     """The worker that leads the sweeps now (None: nobody ever led)."""
     held = store.leader("sweeper")
