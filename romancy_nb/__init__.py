@@ -68,6 +68,7 @@ _NOTEBOOK_NAMES = (
     "events",
     "history",
     "instances",
+    "llm_calls",
     "messages",
     "panel",
     "timers",
@@ -80,6 +81,10 @@ def __getattr__(name: str) -> Any:
         from romancy_nb import notebook
 
         return getattr(notebook, name)
+    if name == "ai":  # rn.ai loads on first use: the model clients stay out of the import
+        import importlib
+
+        return importlib.import_module("romancy_nb.ai")
     raise AttributeError(f"module 'romancy_nb' has no attribute {name!r}")
 
 
@@ -144,6 +149,7 @@ __all__ = [
     "events",
     "history",
     "instances",
+    "llm_calls",
     "messages",
     "panel",
     "register_error",

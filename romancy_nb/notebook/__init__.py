@@ -14,6 +14,13 @@ from romancy_nb.notebook.views import events, history, instances, messages, time
 from romancy_nb.notebook.waits import wait_until
 
 
+def llm_calls(app: Any = None, prices: dict[str, tuple[float, float]] | None = None) -> Any:
+    """One row per recorded model call (``rn.ai.chat``): tokens, latency, cost by ``prices``."""
+    from romancy_nb.notebook.llm import llm_calls as calls
+
+    return calls(app, prices)
+
+
 def panel(workflow: Any, app: Any = None) -> Any:
     """The widget panel of a workflow (or its name): form, Start, live instances, timeline."""
     from romancy_nb.notebook.widgets import panel as make_panel
@@ -27,6 +34,7 @@ __all__ = [
     "events",
     "history",
     "instances",
+    "llm_calls",
     "messages",
     "panel",
     "timers",
