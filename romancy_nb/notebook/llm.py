@@ -16,7 +16,7 @@ from romancy_nb.notebook.views import history
 if TYPE_CHECKING:
     import pandas as pd
 
-    from romancy_nb.engine import App
+    from romancy_nb.engine import App, StepInfo
 
 LLM_COLUMNS = [
     "instance_id",
@@ -41,6 +41,23 @@ def _prompt(messages: list[dict[str, Any]]) -> str:
     """The last message's text: what the model was asked this time."""
     content = messages[-1].get("content") if messages else None
     return content if isinstance(content, str) else json.dumps(content)
+
+
+def _answer(answer: dict[str, Any]) -> Any:
+    """The answer's text, or the tool calls it asked for instead."""
+    content = answer.get("content")
+    return content if content is not None else answer.get("tool_calls")
+
+
+def call_outline(step: StepInfo) -> str | None:
+    """``prompt → answer`` of a completed model call (the panel's timeline shows it);
+    None for any other step."""
+    if step.name != STEP_NAME or step.status != "completed" or not step.output:
+        return None
+    (request,) = step.input
+    answer = _answer(step.output)
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    return f"{_prompt(request.get('messages', []))} → {text}"
 
 
 def llm_calls(app: App | None = None, prices: Prices | None = None) -> pd.DataFrame:

@@ -44,6 +44,7 @@ import traitlets
 from romancy_nb.describe import (
     WAIT_KINDS,
     error_summary,
+    short,
     step_duration,
     step_outcome,
     step_seconds,
@@ -60,6 +61,7 @@ from romancy_nb.engine import (
 from romancy_nb.engine.cuts import UNWINDING_KINDS
 from romancy_nb.errors import WorkflowNotFound
 from romancy_nb.notebook import aio, state
+from romancy_nb.notebook.llm import call_outline
 from romancy_nb.store import StepRecord
 
 REFRESH_INTERVAL = 1.0
@@ -68,6 +70,13 @@ PUSH_DELAY = 0.02
 """Seconds a pushed change waits, so a burst of steps makes one refresh."""
 FINAL = ("completed", "failed", "cancelled")
 _DETAIL_CHARS = 120
+
+
+def _outcome(step: StepInfo) -> str:
+    """The timeline's one line of a step: a model call's prompt and answer, else its
+    output."""
+    outline = call_outline(step)
+    return step_outcome(step, _DETAIL_CHARS) if outline is None else short(outline, _DETAIL_CHARS)
 
 
 def asset(name: str) -> Path:
@@ -460,7 +469,7 @@ class InstanceView(w.VBox):
             "wait": step.kind in WAIT_KINDS,
             "attempts": step.attempts,
             "source": "executed" if step.finished_at.timestamp() >= session else "cached",
-            "output": "" if step.error else step_outcome(step, _DETAIL_CHARS),
+            "output": "" if step.error else _outcome(step),
             "error": error_summary(step.error),
             "actionable": step.kind not in UNWINDING_KINDS,  # no travel to a compensation
         }

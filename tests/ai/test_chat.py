@@ -179,3 +179,13 @@ async def test_bad_arguments_fail_at_the_call(app: rn.App) -> None:
         await rn.ai.chat(None, None, model="m", messages=[], on_invalid="ignore")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="pydantic model"):
         await rn.ai.chat(None, None, model="m", messages=[], response_format=dict)  # type: ignore[arg-type]
+
+
+async def test_the_panel_shows_prompt_and_answer(app: rn.App, openai_server: OpenAIServer) -> None:
+    from romancy_nb.notebook.widgets import InstanceView
+
+    openai_server.reply_text("Lyon")
+    iid = await app.start(ai_ask, openai_server.base_url)
+    await app.result(iid, timeout=20)
+    (row,) = InstanceView(app, iid).timeline.steps
+    assert row["output"] == "name a city → Lyon"
