@@ -84,12 +84,15 @@ class _LiveOutput:
         if ipython is not None and ipython.get_ipython() is not None:
             from IPython.display import display
 
-            self._handle = display("", display_id=True)
+            self._handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text, "text/markdown": self.text}
 
     def add(self, piece: str) -> None:
         self.text += piece
         if self._handle is not None:
-            self._handle.update(self.text)
+            self._handle.update(self._bundle(), raw=True)
 
 
 async def _streamed(client: Any, request: ChatRequest) -> ChatAnswer:

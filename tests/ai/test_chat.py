@@ -189,3 +189,18 @@ async def test_the_panel_shows_prompt_and_answer(app: rn.App, openai_server: Ope
     await app.result(iid, timeout=20)
     (row,) = InstanceView(app, iid).timeline.steps
     assert row["output"] == "name a city → Lyon"
+
+
+async def test_streamed_tokens_show_live_in_ipython(
+    app: rn.App, openai_server: OpenAIServer
+) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()  # an IPython is running: the display handle is updated
+    openai_server.reply_text("Lyon is big")
+    with capture_output() as shown:
+        iid = await app.start(ai_ask, openai_server.base_url, True)
+        assert await app.result(iid, timeout=20) == "Lyon is big"
+    texts = [output.data["text/plain"] for output in shown.outputs]
+    assert texts == ["", "Lyon ", "Lyon is ", "Lyon is big"]
