@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from tests.ai.openai_server import OpenAIServer, ToolCall
+from tests.ai.openai_server import OpenAIServer, Reply, ToolCall
 
 MESSAGES = [{"role": "user", "content": "say hello to the test"}]
 
@@ -126,3 +126,11 @@ async def test_stopped_server_refuses_then_serves_again(openai_server: OpenAISer
         completion = await api.chat.completions.create(model="m", messages=MESSAGES)
     assert completion.choices[0].message.content == "echo: say hello to the test"
     assert len(openai_server.requests) == 1
+
+
+async def test_a_reply_can_depend_on_the_request(openai_server: OpenAIServer) -> None:
+    openai_server.reply(lambda body: Reply(text=f"{len(body['messages'])} message(s)"))
+    async with client(openai_server) as api:
+        completion = await api.chat.completions.create(model="m", messages=MESSAGES)
+    assert completion.choices[0].message.content == "1 message(s)"
+    assert openai_server.pending == 0
