@@ -13,6 +13,7 @@ transaction, made safe for many workers at once by the locks ``sql.py`` describe
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from romancy_nb.errors import ChannelModeConflictError, ChannelNotSubscribedError
@@ -69,6 +70,18 @@ _WAKEABLE = (
     f"i.status IN {WAITING} AND i.lock_owner IS NULL AND i.cancel_reason IS NULL "
     "AND i.workflow_name = ANY(%s)"
 )
+_MESSAGE_WAKEUPS = (
+    "SELECT n.last_id, x.channel, x.instance_id, x.workflow_name, x.step_id, x.mode, x.available "
+    "FROM channel_message_ids n LEFT JOIN LATERAL (SELECT w.channel, w.instance_id, "
+    "i.workflow_name, w.step_id, s.mode, (SELECT count(*) FROM channel_messages m "
+    "WHERE m.channel = w.channel AND m.target_instance_id IS NULL) AS available, w.created_at "
+    "FROM waits w JOIN workflow_instances i ON i.instance_id = w.instance_id "
+    "JOIN channel_subscriptions s ON s.instance_id = w.instance_id AND s.channel = w.channel "
+    "WHERE w.channel IN (SELECT DISTINCT channel FROM channel_messages WHERE id > %s "
+    "AND %s::text IS NULL UNION SELECT %s::text) "
+    f"AND {_WAKEABLE} AND {_AVAILABLE}) x ON TRUE ORDER BY x.channel, x.created_at"
+)
+"""``message_wakeups`` in one statement (one row with NULLs when nobody is to wake)."""
 _END_WAIT = (
     "WITH registered AS (DELETE FROM waits WHERE instance_id = %s AND step_id = %s "
     f"RETURNING created_at) INSERT INTO workflow_history ({STEP_COLUMNS}) "
@@ -340,37 +353,18 @@ class WaitingQueries:
     def message_wakeups(
         self, after_id: int, workflows: Sequence[str], channel: str | None = None
     ) -> tuple[list[Wakeup], int]:
-        if channel is not None:
-            newest = after_id  # not asked for: the caller names the channel
-            channels = [channel]
-        else:
-            newest = self.last_message_id()
-            channels = [
-                row[0]
-                for row in self._c.rows(
-                    "SELECT DISTINCT channel FROM channel_messages WHERE id > %s", (after_id,)
-                )
-            ]
-        names = list(workflows)
+        # One round trip (it is on the path of every cross-process wake-up): the newest id,
+        # and the waiters of each channel that has messages after ``after_id`` (or of
+        # ``channel``), with how many untargeted messages a competing channel holds.
+        rows = self._c.rows(_MESSAGE_WAKEUPS, (after_id, channel, channel, list(workflows)))
+        newest = after_id if channel is not None else rows[0][0]
         found: list[Wakeup] = []
-        for name in channels:
-            rows = self._c.rows(
-                "SELECT w.instance_id, i.workflow_name, w.step_id, s.mode FROM waits w "
-                "JOIN workflow_instances i ON i.instance_id = w.instance_id "
-                "JOIN channel_subscriptions s ON s.instance_id = w.instance_id "
-                "AND s.channel = w.channel "
-                f"WHERE w.channel = %s AND {_WAKEABLE} AND {_AVAILABLE} ORDER BY w.created_at",
-                (name, names),
-            )
-            if len(rows) > 1 and rows[0][3] == "competing":
+        for _, waiters in itertools.groupby((r for r in rows if r[1] is not None), lambda r: r[1]):
+            listed = list(waiters)
+            if len(listed) > 1 and listed[0][5] == "competing":
                 # A competing message wakes one waiter: no more waiters than messages.
-                available = self._c.rows(
-                    "SELECT count(*) FROM channel_messages WHERE channel = %s "
-                    "AND target_instance_id IS NULL",
-                    (name,),
-                )[0][0]
-                rows = rows[:available]
-            found.extend(Wakeup(*row[:3]) for row in rows)
+                listed = listed[: listed[0][6]]
+            found.extend(Wakeup(*row[2:5]) for row in listed)
         return found, newest
 
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:

@@ -4,9 +4,9 @@ instances and cancel requests, pushed by the server within a round trip.
 Triggers (see the migration) announce each such change on the ``romancy_nb`` channel
 inside the writing transaction, so a notification arrives only once its change is
 committed and visible. The :class:`NotifyWatcher` thread LISTENs on a connection of its
-own, blocks until a notification arrives, gathers what else arrives within ``interval``
-(a burst of commits becomes one call), and reports it as one
-:class:`~romancy_nb.store.protocol.ChangeHint`.
+own, blocks until a notification arrives and reports it at once, as one
+:class:`~romancy_nb.store.protocol.ChangeHint`; notifications that arrive within ``interval``
+of a report are gathered into the next one (a burst of commits becomes a few calls).
 
 Notifications sent while the watcher has no connection are lost, so after every
 (re)connection it reports a catch-up hint — the newest message id, the earliest timer,
@@ -103,6 +103,8 @@ class NotifyWatcher:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._last_message_id = 0
+        self._reported = 0.0
+        """When the last burst was reported (``time.monotonic()``)."""
         self._thread = threading.Thread(target=self._run, name="romancy-listen", daemon=True)
         self._thread.start()
 
@@ -148,11 +150,15 @@ class NotifyWatcher:
             if not first:
                 continue
             burst.add(first)
-            deadline = time.monotonic() + self._interval
+            # Leading edge: a lone change is reported at once (with whatever arrived with
+            # it); in a burst, reports are at least ``interval`` apart.
+            burst.add(n.payload for n in connection.notifies(timeout=0.0))
+            deadline = self._reported + self._interval
             while (left := deadline - time.monotonic()) > 0 and not self._stopping.is_set():
                 burst.add(n.payload for n in connection.notifies(timeout=left))
             if burst.news and not self._stopping.is_set():
                 self._last_message_id = burst.last_message_id
+                self._reported = time.monotonic()
                 self._report(burst.hint())
 
     def _report(self, hint: ChangeHint) -> None:
