@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from romancy_nb.engine import App, registry
-from romancy_nb.notebook import aio, debug, state
+from romancy_nb.notebook import aio, debug, serving, state
 from romancy_nb.notebook.magics import RomancyMagics
 
 MAGICS = {"cell": ("workflow", "activity", "sql"), "line": ("romancy",)}
@@ -57,6 +57,7 @@ def _open_at_first_cell(ipython: Any, app: App) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """Close the default app (running instances resume at the next load) and drop the magics."""
     state.open_when_created(None)
+    serving.stop()  # the ingress serves the app being closed
     if _open_once_workflows_exist in ipython.events.callbacks["post_run_cell"]:
         ipython.events.unregister("post_run_cell", _open_once_workflows_exist)
     previous = state.set_app(None)

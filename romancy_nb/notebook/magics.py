@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -17,7 +18,7 @@ from IPython.display import HTML, Pretty, display
 
 from romancy_nb.engine import Workflow, registry
 from romancy_nb.errors import RomancyError
-from romancy_nb.notebook import aio, cells, debug, state, travel, views
+from romancy_nb.notebook import aio, cells, debug, serving, state, travel, views
 from romancy_nb.notebook.widgets import InstanceView, panel
 from romancy_nb.store import display_url
 
@@ -66,6 +67,14 @@ def _romancy_parser() -> _Parser:
     event.add_argument("type")
     event.add_argument("data", nargs="?", default="null", help="JSON (default null)")
     event.add_argument("--source", default="notebook")
+    serve = sub.add_parser(
+        "serve", help="receive CloudEvents over HTTP in this kernel (app.asgi() on its loop)"
+    )
+    serve.add_argument("--port", "-p", type=int, default=8000, help="0: a free port")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on events")
+    serve.add_argument("--max-body", type=int, default=1 << 20, help="largest body, bytes")
+    serve.add_argument("--stop", action="store_true", help="stop the ingress")
     travel.add_commands(sub, _json_arg)
     config = sub.add_parser("config", help="show or change the app's settings")
     config.add_argument("--db", metavar="PATH|URL", help="bind the default app to this database")
@@ -216,7 +225,8 @@ class RomancyMagics(Magics):
     @line_magic
     def romancy(self, line: str) -> Any:
         """``%romancy list|show ID|panel WORKFLOW|history ID|replay ID|cancel ID|event TYPE JSON|
-        rewind ID STEP|rollback ID STEP|fork ID|retry ID|compare A B|config``"""
+        rewind ID STEP|rollback ID STEP|fork ID|retry ID|compare A B|serve [--port N|--stop]|
+        config``"""
         options = _romancy_parser().parse_args(_split(line))
         try:
             if options.command == "config":  # before current_app(): it creates the file
@@ -245,6 +255,8 @@ class RomancyMagics(Magics):
                 return self._cancel(options.instance_id, options.reason)
             if options.command in _TIME_TRAVEL:
                 return travel.run(options)
+            if options.command == "serve":
+                return self._serve(options)
             return self._event(options.type, options.data, options.source)
         except (RomancyError, ValueError) as error:
             raise UsageError(str(error)) from None
@@ -288,10 +300,12 @@ class RomancyMagics(Magics):
     def _event(self, event_type: str, data_text: str, source: str) -> Any:
         app = state.current_app()
         data = _json_arg(data_text, "data")
+        # Checked here, so data that does not fit an event-handler workflow raises at once.
+        prepared = app.prepare_event(event_type, data, source=source)
         waiting = _waiting_for(app, event_type)  # read before: the event ends these waits
         handle = display(Pretty(f"sending event {event_type!r}…"), display_id=True)
 
-        def done(event_id: Any, error: BaseException | None) -> None:
+        def done(receipt: Any, error: BaseException | None) -> None:
             if handle is None:
                 return
             if error is not None:
@@ -303,24 +317,63 @@ class RomancyMagics(Magics):
                 whom = f"waking {shown}{more}, which waited for it"
             else:
                 whom = "no instance was waiting for it"
+            if receipt.instance_id is not None:
+                whom = f"started {receipt.instance_id} (event handler {event_type!r}); {whom}"
             handle.update(
-                Pretty(f"sent event {event_type!r} (id {event_id}, source {source}): {whom}")
+                Pretty(f"sent event {event_type!r} (id {receipt.id}, source {source}): {whom}")
             )
 
-        ran, event_id = aio.run_or_schedule(app.send_event(event_type, data, source=source), done)
+        ran, receipt = aio.run_or_schedule(app.deliver_event(prepared), done)
         if ran:
-            done(event_id, None)
-            return event_id
+            done(receipt, None)
+            return receipt.id
         return None
+
+    def _serve(self, options: Any) -> str | None:
+        """Start the ingress and return its URL; serving already says where, and changes
+        nothing (re-running a notebook's cells must not fail on its own server)."""
+        if options.stop:
+            return _stop_serving()
+        running = serving.current()
+        if running is not None:
+            print(f"already serving CloudEvents on {running.url} (%romancy serve --stop first)")
+            return running.url
+        app = state.current_app()
+        started = serving.start(app, options.host, options.port, options.token, options.max_body)
+        handlers = sorted(wf.name for wf in app.registry.workflows() if wf.event_handler)
+        print(
+            f"serving CloudEvents on {started.url} (POST /, GET /health/ready) for "
+            f"{display_url(app.url)}; event handlers: {', '.join(handlers) or 'none'}; "
+            f"{'bearer token required' if options.token else 'no token'}"
+        )
+        return started.url
 
     def _config(self, db: str | None) -> Any:
         if db is None:
             return {"db": display_url(state.bound_db())}
+        if serving.current() is not None:  # it serves the app being replaced
+            _stop_serving()
         previous = state.set_app(state.new_app(db))
         if previous is not None:
             state.close_app(previous)
         state.open_app(state.current_app())
         return {"db": display_url(state.current_app().url)}
+
+
+def _stop_serving() -> None:
+    """Stop the kernel's ingress, if it runs; say so when it has stopped."""
+    running = serving.current()
+    task = serving.stop()
+    if running is None or task is None:
+        print("not serving")
+        return
+    handle = display(Pretty(f"stopping the ingress on {running.url}…"), display_id=True)
+
+    def stopped(_: asyncio.Task[None]) -> None:
+        if handle is not None:
+            handle.update(Pretty(f"stopped serving on {running.url}"))
+
+    task.add_done_callback(stopped)
 
 
 _NAMED = 10
