@@ -97,7 +97,14 @@ def list_command(
     json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """List instances, newest first, one page at a time."""
+    """List instances, newest first, one page at a time.
+
+    Examples:
+
+      romancy-nb list --status failed --limit 50
+
+      romancy-nb --db postgresql://app@db/orders list --workflow checkout --json
+    """
     path = resolve_db(ctx, db)
     with open_app(path) as app:
         try:
@@ -125,7 +132,12 @@ def get_command(
     json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Show one instance: status, input, output and error."""
+    """Show one instance: status, input, output and error (exit 3: no such instance).
+
+    Example:
+
+      romancy-nb get order-42 --json
+    """
     path = resolve_db(ctx, db)
     with open_app(path) as app:
         info = _get(app, instance_id, path)
@@ -142,7 +154,12 @@ def history_command(
     json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """Show the recorded steps of an instance, compensations included."""
+    """Show the recorded steps of an instance, compensations included.
+
+    Example:
+
+      ROMANCY_DB=shop.db romancy-nb history order-42
+    """
     path = resolve_db(ctx, db)
     with open_app(path) as app:
         info = _get(app, instance_id, path)
@@ -167,6 +184,10 @@ def cancel_command(
 
     Compensations run in this process when it defines the workflow (see --import). If a
     live worker holds the instance, the request is stored and that worker cancels it.
+
+    Example:
+
+      romancy-nb cancel order-42 --reason "customer asked" --import flows
     """
     import_modules(imports or [])
     path = resolve_db(ctx, db)
@@ -209,7 +230,12 @@ async def _cancel(app: rn.App, instance_id: str, reason: str) -> str:
 
 @handle_errors
 def migrate_command(ctx: typer.Context, db: DbOption = None) -> None:
-    """Create the database if needed and apply pending schema migrations."""
+    """Create the database if needed and apply pending schema migrations.
+
+    Example:
+
+      romancy-nb migrate --db postgresql://app@db/orders
+    """
     path = resolve_db(ctx, db)
     with open_app(path, must_exist=False) as app:
         applied = app.store.migrate()

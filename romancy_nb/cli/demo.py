@@ -40,7 +40,12 @@ def demo_command(
         ),
     ] = None,
 ) -> None:
-    """Run an order saga end to end: one order completes, one fails and is compensated."""
+    """Run an order saga end to end: one order completes, one fails and is compensated.
+
+    Example:
+
+      romancy-nb demo --db demo.db
+    """
     from romancy_nb.examples import orders  # only the demo needs the example's definitions
 
     path = _demo_db(ctx, db)

@@ -169,6 +169,10 @@ def run_command(
     The executed notebook, outputs included, is written to OUT (default:
     NB.nbconvert.ipynb beside NB.ipynb), also when a cell fails or times out; the
     failing cell is named by its number among the code cells. Exit code 1 on a failure.
+
+    Example:
+
+      romancy-nb run report.ipynb -p day=2026-12-01 -o out/report.ipynb --timeout 600
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError

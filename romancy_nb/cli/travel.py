@@ -109,6 +109,10 @@ def replay_command(
     One row per step: matched, diverged (with a diff), would execute / would wait, or not
     reached. Needs the workflow's code: --import the module that defines it. Exits 1 when
     the code diverges from history.
+
+    Example:
+
+      romancy-nb replay order-42 --import flows
     """
     import_modules(imports or [])
     path = resolve_db(ctx, db)

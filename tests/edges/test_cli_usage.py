@@ -79,3 +79,16 @@ def test_help_shows_no_value_placeholder_on_flags(command: list[str]) -> None:
     assert help_line.split("--help")[1].split()[:2] == ["-h", "Show"]
     if command == ["list"]:  # an option that takes a value keeps its placeholder
         assert re.search(r"--limit\s+-n\s+<int", result.output)
+
+
+ISSUE_COMMANDS = ["list", "get", "history", "event", "cancel", "replay", "worker", "serve",
+                  "run", "migrate", "demo"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ISSUE_COMMANDS)
+def test_help_shows_an_example(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"Examples?:\s+romancy-nb ", result.output) or re.search(
+        r"Examples?:.*\n\s+(\S+=\S+ )?romancy-nb ", result.output
+    ), result.output
