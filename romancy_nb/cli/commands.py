@@ -178,6 +178,7 @@ def cancel_command(
         str, typer.Option("--reason", "-r", help="Why; stored with the instance.")
     ] = "cancelled from the command line",
     imports: ImportOption = None,
+    json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
     """Cancel an instance; its saga compensations run in reverse order.
@@ -209,14 +210,22 @@ def cancel_command(
         after = app.get_instance(instance_id)
         steps = app.get_history(instance_id)
     out = stdout()
+    undone = [s for s in steps if s.kind == "compensation"]
+    # The holder may finish cancelling before we read it back: name who held it then.
+    holder = after.lock_owner or info.lock_owner or "another worker"
+    if json:
+        answer = {"instance_id": instance_id, "status": after.status}
+        if new_status == "cancelled":
+            answer["compensations"] = [render.step_json(s) for s in undone]
+        else:
+            answer["requested_from"] = holder
+        render.echo_json(answer)
+        return
     if new_status == "cancelled":
-        undone = [s for s in steps if s.kind == "compensation"]
         out.print(Text.assemble("cancelled ", (instance_id, "bold")))
         if undone:
             out.print(render.history_table(undone, title="compensations"))
         return
-    # The holder may finish cancelling before we read it back: name who held it then.
-    holder = after.lock_owner or info.lock_owner or "another worker"
     out.print(
         f"cancellation requested: {holder} holds {instance_id} and will cancel it at its next "
         f"sweep (status now: {after.status})"
@@ -229,7 +238,7 @@ async def _cancel(app: rn.App, instance_id: str, reason: str) -> str:
 
 
 @handle_errors
-def migrate_command(ctx: typer.Context, db: DbOption = None) -> None:
+def migrate_command(ctx: typer.Context, json: JsonOption = False, db: DbOption = None) -> None:
     """Create the database if needed and apply pending schema migrations.
 
     Example:
@@ -239,7 +248,9 @@ def migrate_command(ctx: typer.Context, db: DbOption = None) -> None:
     path = resolve_db(ctx, db)
     with open_app(path, must_exist=False) as app:
         applied = app.store.migrate()
-    if applied:
+    if json:
+        render.echo_json({"db": path, "applied": list(applied)})
+    elif applied:
         stdout().print(f"{path}: applied {', '.join(applied)}")
     else:
         stdout().print(f"{path}: up to date, nothing to apply")
