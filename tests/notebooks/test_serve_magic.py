@@ -98,6 +98,11 @@ def test_events_posted_to_the_kernel_resume_and_start_workflows(tmp_path: Path) 
             result = run(f"await rn.current_app().result('signup:{signup_id}', timeout=30)")
             assert result == "'A@X.ORG'"
 
+            # Interrupting the kernel (SIGINT) interrupts cells, not the ingress.
+            client.km.interrupt_kernel()
+            run("import asyncio\nawait asyncio.sleep(0.3)")
+            assert http.get(f"{url}/health/live").status_code == 200
+
             again = run("%romancy serve --port 0")
             assert f"already serving CloudEvents on {url}" in again
 
