@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
@@ -99,7 +100,7 @@ def test_events_posted_to_the_kernel_resume_and_start_workflows(tmp_path: Path) 
             assert result == "'A@X.ORG'"
 
             # Interrupting the kernel (SIGINT) interrupts cells, not the ingress.
-            client.km.interrupt_kernel()
+            run_sync(client.km.interrupt_kernel)()  # the async manager's: run it
             run("import asyncio\nawait asyncio.sleep(0.3)")
             assert http.get(f"{url}/health/live").status_code == 200
 
