@@ -5,7 +5,27 @@ is an activity, so a crash, a replay or a rewind never asks the model twice for 
 history already holds.
 """
 
+from romancy_nb.ai.agent import (
+    PendingApproval,
+    RomancyAgent,
+    RomancyDurability,
+    approve,
+    pending_approvals,
+    step_context,
+)
 from romancy_nb.ai.chat import ChatAnswer, ChatRequest, Usage, chat
 from romancy_nb.ai.mcp import mcp_server
 
-__all__: list[str] = ["ChatAnswer", "ChatRequest", "Usage", "chat", "mcp_server"]
+__all__: list[str] = [
+    "ChatAnswer",
+    "ChatRequest",
+    "PendingApproval",
+    "RomancyAgent",
+    "RomancyDurability",
+    "Usage",
+    "approve",
+    "chat",
+    "mcp_server",
+    "pending_approvals",
+    "step_context",
+]

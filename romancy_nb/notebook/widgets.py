@@ -41,6 +41,7 @@ import anywidget
 import ipywidgets as w
 import traitlets
 
+from romancy_nb.ai import agent as ai_agent
 from romancy_nb.describe import (
     WAIT_KINDS,
     error_summary,
@@ -263,8 +264,15 @@ class InstanceView(w.VBox):
         self.send_button = w.Button(description="Send", icon="paper-plane")
         self.approve_button = w.Button(description="Approve", button_style="success")
         self.reject_button = w.Button(description="Reject", button_style="warning")
+        # An agent's tool call waiting for approval: the call, then Approve / Reject.
+        self.approval = w.HTML()
+        self._approval_call: str | None = None
         self.event_box = w.VBox(
-            [self.event_data, w.HBox([self.send_button, self.approve_button, self.reject_button])]
+            [
+                self.approval,
+                self.event_data,
+                w.HBox([self.send_button, self.approve_button, self.reject_button]),
+            ]
         )
         self.retry_button = w.Button(
             description="Retry", icon="redo", tooltip="resume from the step that failed"
@@ -302,8 +310,8 @@ class InstanceView(w.VBox):
         self.divergence_button.on_click(lambda _: self.rewind_divergence())
         self.fire_button.on_click(lambda _: self.fire_timer())
         self.send_button.on_click(lambda _: self.send_event())
-        self.approve_button.on_click(lambda _: self.send_event({"approved": True}))
-        self.reject_button.on_click(lambda _: self.send_event({"approved": False}))
+        self.approve_button.on_click(lambda _: self.decide(True))
+        self.reject_button.on_click(lambda _: self.decide(False))
         # Hidden until a refresh finds the instance waiting on a timer or an event.
         self.timer_box.layout.display = "none"
         self.event_box.layout.display = "none"
@@ -481,14 +489,23 @@ class InstanceView(w.VBox):
             for wait in self.app.store.load_waits(self.instance_id):
                 if wait.kind == "wait_event" and wait.channel:
                     event = {"type": wait.channel, "step_id": wait.step_id}
+                    event.update(self._approval_of(wait.channel))
                 elif wait.fire_at is not None:
                     timer = {"step_id": wait.step_id, "fire_at": wait.fire_at}
         self._waiting_timer = timer["step_id"] if timer else None
         self._waiting_event = event["type"] if event else None
+        approval = event.pop("approval", None) if event else None
+        self._approval_call = approval["tool_call_id"] if approval else None
+        self.approval.value = (
+            f"approve {_code(approval['tool'])}({_code(json.dumps(approval['args']))})?"
+            if approval
+            else ""
+        )
         can_fire = timer is not None
         self.timeline.waiting = {
             **({"timer": timer} if timer else {}),
             **({"event": event} if event else {}),
+            **({"approval": approval} if approval else {}),
             "can_fire": can_fire,
         }
         self.timer_box.layout.display = "flex" if timer else "none"
@@ -549,6 +566,39 @@ class InstanceView(w.VBox):
                 self.show_message(f"the event data is not valid JSON: {error}")
                 return
         self._run(self.app.send_event(self._waiting_event, data, source="notebook-panel"), "send")
+
+    def _approval_of(self, event_type: str) -> dict[str, Any]:
+        """``{"approval": call}`` if ``event_type`` decides an agent's tool call."""
+        if not event_type.startswith(ai_agent.APPROVAL_EVENT_PREFIX):
+            return {}
+        for call in ai_agent.pending_approvals(self.app, self.instance_id):
+            if call.event_type == event_type:
+                return {
+                    "approval": {
+                        "tool_call_id": call.tool_call_id,
+                        "tool": call.tool,
+                        "args": call.args,
+                    }
+                }
+        return {}
+
+    def decide(self, approved: bool) -> None:
+        """Approve / Reject: an agent's tool call through ``rn.ai.approve`` (a ``reason``
+        in the editor's JSON is what the model reads), else the event ``{"approved": ...}``."""
+        if self._approval_call is None:
+            self.send_event({"approved": approved})
+            return
+        try:
+            data = json.loads(self.event_data.value or "null")
+        except ValueError:
+            data = None
+        reason = data.get("reason") if isinstance(data, dict) else None
+        self._run(
+            ai_agent.approve(
+                self.app, self.instance_id, self._approval_call, approved=approved, reason=reason
+            ),
+            "approve" if approved else "reject",
+        )
 
     def fire_timer(self) -> None:
         """Fire the pending timer now, as if it were due."""
