@@ -328,6 +328,13 @@ class Store(Protocol):
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         """(instance_id, reason) of instances held by ``owner`` that were asked to cancel."""
 
+    def save_trace_context(self, instance_id: str, carrier: str) -> None:
+        """Keep the trace context the instance's runs continue (a JSON object of W3C
+        ``traceparent``/``tracestate`` headers, from ``App(hooks=...)``)."""
+
+    def load_trace_context(self, instance_id: str) -> str | None:
+        """The trace context saved for the instance, or None."""
+
     # history
     def load_history(self, instance_id: str) -> list[StepRecord]:
         """All steps of an instance in one read, ordered by ``seq``."""

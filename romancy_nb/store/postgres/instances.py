@@ -218,5 +218,17 @@ class InstanceQueries:
             )
         ]
 
+    def save_trace_context(self, instance_id: str, carrier: str) -> None:
+        self._c.write(
+            "UPDATE workflow_instances SET trace_context = %s WHERE instance_id = %s",
+            (carrier, instance_id),
+        )
+
+    def load_trace_context(self, instance_id: str) -> str | None:
+        rows = self._c.rows(
+            "SELECT trace_context FROM workflow_instances WHERE instance_id = %s", (instance_id,)
+        )
+        return rows[0][0] if rows else None
+
 
 __all__ = ["InstanceQueries"]

@@ -207,6 +207,12 @@ class PostgresStore:
     def cancel_requests(self, owner: str) -> list[tuple[str, str]]:
         return self._instances.cancel_requests(owner)
 
+    def save_trace_context(self, instance_id: str, carrier: str) -> None:
+        self._instances.save_trace_context(instance_id, carrier)
+
+    def load_trace_context(self, instance_id: str) -> str | None:
+        return self._instances.load_trace_context(instance_id)
+
     # history
 
     def load_history(self, instance_id: str) -> list[StepRecord]:

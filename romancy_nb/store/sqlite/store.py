@@ -389,6 +389,18 @@ class SqliteStore(WaitingQueries):
             )
         ]
 
+    def save_trace_context(self, instance_id: str, carrier: str) -> None:
+        self._c.write(
+            "UPDATE workflow_instances SET trace_context = ? WHERE instance_id = ?",
+            (carrier, instance_id),
+        )
+
+    def load_trace_context(self, instance_id: str) -> str | None:
+        rows = self._c.rows(
+            "SELECT trace_context FROM workflow_instances WHERE instance_id = ?", (instance_id,)
+        )
+        return rows[0][0] if rows else None
+
     # history
 
     def load_history(self, instance_id: str) -> list[StepRecord]:
