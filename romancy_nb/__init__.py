@@ -9,16 +9,19 @@ from typing import Any
 from romancy_nb.codecs import install as _install_codecs
 from romancy_nb.engine import (
     Activity,
+    ActivityCall,
     ActivityContext,
     App,
     Comparison,
     HistoryChange,
+    Hooks,
     InstanceInfo,
     InstancePage,
     Registry,
     ReplayReport,
     ReplayStep,
     RetryPolicy,
+    RunInfo,
     StepInfo,
     Undo,
     Workflow,
@@ -104,6 +107,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 __all__ = [
     "Activity",
+    "ActivityCall",
     "ActivityContext",
     "ActivityTimeoutError",
     "App",
@@ -117,6 +121,7 @@ __all__ = [
     "DeterminismViolation",
     "EventTimeoutError",
     "HistoryChange",
+    "Hooks",
     "InstanceInfo",
     "InstancePage",
     "InvalidArgumentsError",
@@ -128,6 +133,7 @@ __all__ = [
     "RetryExhaustedError",
     "RetryPolicy",
     "RomancyError",
+    "RunInfo",
     "SerializationError",
     "SharedFileError",
     "StepInfo",

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from romancy_nb.engine.definitions import Workflow, check_divergence_policy
 from romancy_nb.engine.failures import error_from_json
 from romancy_nb.engine.gate import StoreGate
 from romancy_nb.engine.handlers import EventReceipt, PreparedEvent
+from romancy_nb.engine.hooks import Hooks, HookSet
 from romancy_nb.engine.info import (
     InstanceInfo,
     InstancePage,
@@ -91,6 +92,10 @@ class App:
     code is fixed or the instance is rewound; ``"rewind"`` keeps every matched step,
     archives history from the first diverging step and re-executes from there. A
     workflow's own ``@rn.workflow(on_divergence=...)`` overrides it.
+
+    ``hooks``: one :class:`~romancy_nb.engine.hooks.Hooks` or a sequence of them, told
+    when runs start, resume, suspend and end and when activities run (tracing, metrics:
+    ``romancy_nb.telemetry.OpenTelemetryHooks``); a hook that raises is logged and ignored.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class App:
         on_divergence: str = "error",
         max_concurrent: int | None = None,
         registry: Registry | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> None:
         settings = dict(locals())
         del settings["self"], settings["db"]
@@ -126,6 +132,7 @@ class App:
         if synchronous not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ValueError("synchronous must be 'NORMAL', 'FULL', 'EXTRA' or 'OFF'")
         self.on_divergence = check_divergence_policy(on_divergence) or "error"
+        self.hooks = HookSet.of(hooks)
         self.default_retry = default_retry
         self.registry = registry or default_registry
         self.lease_seconds = lease_seconds
@@ -266,6 +273,7 @@ class App:
             listeners=self._listeners,
             loop=loop,
             max_concurrent=self.max_concurrent,
+            hooks=self.hooks,
         )
         settings = WakeSettings(
             self.watch_interval, self.sweep_interval, self.message_retention, self.archive_retention

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from romancy_nb.engine import leases
+from romancy_nb.engine import leases, logs
 from romancy_nb.engine.outcome import Outcome
 from romancy_nb.engine.runner import WorkflowRun
 from romancy_nb.engine.signals import StoreFault
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.commits import GroupCommitter
     from romancy_nb.engine.definitions import Workflow
     from romancy_nb.engine.gate import StoreGate
+    from romancy_nb.engine.hooks import HookSet
     from romancy_nb.engine.registry import Registry
     from romancy_nb.engine.retry import RetryPolicy
     from romancy_nb.engine.wakeups import Waker
@@ -110,8 +111,10 @@ class Instances:
         listeners: Listeners,
         loop: asyncio.AbstractEventLoop,
         max_concurrent: int | None = None,
+        hooks: HookSet | None = None,
     ) -> None:
         self._store = store
+        self._hooks = hooks
         self._gate = gate
         self._registry = registry
         self._worker_id = worker_id
@@ -171,6 +174,10 @@ class Instances:
     def on_divergence(self) -> str:
         return self._on_divergence
 
+    @property
+    def hooks(self) -> HookSet | None:
+        return self._hooks
+
     def notify(self, instance_id: str, step: StepRecord | None = None) -> None:
         self._listeners.notify(instance_id, step)
 
@@ -227,7 +234,10 @@ class Instances:
         error = task.exception()
         outcome = Outcome("paused", error=error) if error is not None else task.result()
         if error is not None:
-            log.error("%s: the run raised %r; it is resumed later", iid, error)
+            log.error(
+                "%s: the run raised %r; it is resumed later", iid, error,
+                extra=logs.fields(iid, run.workflow.name),
+            )  # fmt: skip
         if outcome.status == "diverged":
             self._diverged[iid] = (self._registry.generation, outcome.error)
         if outcome.status == "paused":

@@ -19,6 +19,7 @@ class Outcome:
 
     status: str
     value: Any = None
+    """The result (``completed``); the status the instance waits in (``suspended``)."""
     error: BaseException | None = None
 
 

@@ -52,6 +52,7 @@ class _ReplayHost:
 
     committer = None
     executor = None
+    hooks = None
     on_divergence = "error"
 
     def __init__(self, app: App) -> None:

@@ -26,6 +26,8 @@ from romancy_nb.engine.failures import (
     error_from_json,
     error_to_json,
 )
+from romancy_nb.engine.hooks import ActivityCall, RunInfo
+from romancy_nb.engine.logs import fields as log_fields
 from romancy_nb.engine.outcome import Outcome
 from romancy_nb.engine.sessions import AttemptSession
 from romancy_nb.engine.signals import (
@@ -123,6 +125,10 @@ class WorkflowRun:
         self.journal: list[replay.Asked] | None = None
         """What the code asked for, step by step (``replay_only`` runs: the replay report)."""
         self._load(history, attempts)
+        self.hook_run: RunInfo | None = None
+        """What ``App(hooks=...)`` are told about this run (None without hooks)."""
+        # A new start (or a recur), or one another worker took over before its first step.
+        self._fresh = args is not None or (not history and not attempts and status == "running")
         self._ids = replay.StepIds()
         self._unflushed: list[StepRecord] = []
         self._started = False
@@ -284,6 +290,9 @@ class WorkflowRun:
             return None
         if recorded.kind != kind or recorded.name != name or recorded.input != input_json:
             violation = replay.violation(self._instance_id, recorded, kind, name, input_json)
+            hooks = self.host.hooks
+            if hooks is not None and self.hook_run is not None:
+                hooks.emit("replay_diverged", self.hook_run, violation)
             if self._rewind_on_divergence and journal is None:
                 self._cut_from(recorded, violation)
                 return None
@@ -313,10 +322,14 @@ class WorkflowRun:
             diverged.step_id,
             len(later),
             violation.diff,
+            extra=self._log_fields(diverged.step_id),
         )
 
     def next_seq(self) -> int:
         return next(self._seq)
+
+    def _log_fields(self, step_id: str | None = None) -> dict[str, str | None]:
+        return log_fields(self._instance_id, self.workflow.name, step_id)
 
     def new_step(
         self, step_id: str, kind: str, status: str, input_json: str | None, output: str | None
@@ -417,8 +430,12 @@ class WorkflowRun:
         attempt = len(past)
         started = time.time()
         faults = 0
+        hooks, call = self.host.hooks, None
         while True:
             attempt += 1
+            if hooks is not None and self.hook_run is not None:
+                call = ActivityCall(self.hook_run, step_id, activity.name, kind, attempt)
+                hooks.emit("activity_started", call)
             session = AttemptSession(self.store, self.host.gate)
             actx = ActivityContext(
                 activity, session, self._instance_id, self.workflow.name, step_id, attempt
@@ -439,10 +456,17 @@ class WorkflowRun:
                 if committed is not None:
                     log.warning(
                         "%s %s: %s; its commit had landed, the attempt is not run again",
-                        self._instance_id, step_id, fault,
+                        self._instance_id, step_id, fault, extra=self._log_fields(step_id),
                     )  # fmt: skip
+                    if hooks is not None and call is not None:
+                        hooks.emit("activity_completed", call)
                     return await _replayed(committed, activity.shape)
-                log.warning("%s %s: %s; the attempt runs again", self._instance_id, step_id, fault)
+                log.warning(
+                    "%s %s: %s; the attempt runs again", self._instance_id, step_id, fault,
+                    extra=self._log_fields(step_id),
+                )  # fmt: skip
+                if hooks is not None and call is not None:
+                    hooks.emit("activity_retried", call, fault.error, 0.0)
                 continue
             except SerializationError as error:
                 final: BaseException = error
@@ -457,6 +481,8 @@ class WorkflowRun:
                 policy = retry.resolve(activity.retry, self.host.default_retry)
                 if policy.should_retry(error, attempt):
                     delay = policy.delay(attempt)
+                    if hooks is not None and call is not None:
+                        hooks.emit("activity_retried", call, error, delay)
                     log.info(
                         "%s %s attempt %d failed (%s); retrying in %.3g s",
                         self._instance_id,
@@ -464,6 +490,7 @@ class WorkflowRun:
                         attempt,
                         error,
                         delay,
+                        extra=self._log_fields(step_id),
                     )
                     await asyncio.sleep(delay)
                     continue
@@ -477,12 +504,16 @@ class WorkflowRun:
                 if self._unflushed or self._cut:  # a ctx.now() made meanwhile goes first
                     await self._flush()
                 await self._write_step(recorded)
+            if hooks is not None and call is not None:
+                hooks.emit("activity_completed", call)
             return result
         step = StepRecord(
             self._instance_id, self.next_seq(), step_id, kind, activity.name, "failed",
             input_json, None, error_to_json(final), attempt, started, time.time(),
         )  # fmt: skip
         await self.record(step)
+        if hooks is not None and call is not None:
+            hooks.emit("activity_failed", call, final)
         raise final
 
     async def _committed_despite(self, step_id: str) -> StepRecord | None:
@@ -598,7 +629,22 @@ class WorkflowRun:
         Never raises but for the app closing (``CancelledError``): an infrastructure fault
         ends the run as ``paused`` without an outcome, so the instance is resumed later.
         """
-        self._started = True
+        hooks = self.host.hooks
+        if hooks is None:
+            self._started = True
+            return await self._run()
+        info = self.hook_run = RunInfo(self._instance_id, self.workflow.name, not self._fresh)
+        try:
+            await hooks.began(info, self._store, self.host.gate.call)
+            self._started = True  # a cancel() meanwhile is seen by _run on entry
+            outcome = await self._run()
+        except asyncio.CancelledError:
+            hooks.ended(info, Outcome("stopped"))
+            raise
+        hooks.ended(info, outcome)
+        return outcome
+
+    async def _run(self) -> Outcome:
         try:
             if self._status == "compensating" or self.cancel_reason is not None:
                 stored = error_from_json(self._stored_error) if self._stored_error else None
@@ -609,14 +655,23 @@ class WorkflowRun:
                     return failed
             return await self._run_workflow()
         except LeaseLostSignal:
-            log.warning("%s: lease lost to another worker; stopped here", self._instance_id)
+            log.warning(
+                "%s: lease lost to another worker; stopped here", self._instance_id,
+                extra=self._log_fields(),
+            )  # fmt: skip
             return Outcome("stopped")
         except StoreFault as fault:
-            log.warning("%s: paused by a store fault (%s); resumed later", self._instance_id, fault)
+            log.warning(
+                "%s: paused by a store fault (%s); resumed later", self._instance_id, fault,
+                extra=self._log_fields(),
+            )  # fmt: skip
             self._release_quietly()
             return Outcome("paused", error=fault.error)
         except (Exception, EngineSignal) as error:  # an engine bug: never the user's failure
-            log.exception("%s: run stopped by an engine error; resumed later", self._instance_id)
+            log.exception(
+                "%s: run stopped by an engine error; resumed later", self._instance_id,
+                extra=self._log_fields(),
+            )  # fmt: skip
             self._release_quietly()
             return Outcome("paused", error=error)
 
@@ -626,7 +681,10 @@ class WorkflowRun:
         try:
             self.store.release_instance(self._instance_id, self.owner)
         except Exception as error:
-            log.warning("%s: could not release the lease (%s)", self._instance_id, error)
+            log.warning(
+                "%s: could not release the lease (%s)", self._instance_id, error,
+                extra=self._log_fields(),
+            )  # fmt: skip
 
     async def _run_workflow(self) -> Outcome:
         shape = self.workflow.shape
@@ -667,7 +725,7 @@ class WorkflowRun:
         return Outcome("completed", result)
 
     async def _diverged(self) -> Outcome:
-        log.error("%s: %s", self._instance_id, self.violation)
+        log.error("%s: %s", self._instance_id, self.violation, extra=self._log_fields())
         await self.host.gate.call(self.store.release_instance, self._instance_id, self.owner)
         return Outcome("diverged", error=self.violation)
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.definitions import Activity
     from romancy_nb.engine.events import ReceivedEvent
     from romancy_nb.engine.gate import StoreGate
+    from romancy_nb.engine.hooks import HookSet
     from romancy_nb.engine.registry import Registry
     from romancy_nb.engine.retry import RetryPolicy
     from romancy_nb.store import StepRecord, Store
@@ -157,6 +158,10 @@ class RunHost(Protocol):
 
     @property
     def committer(self) -> GroupCommitter | None: ...
+
+    @property
+    def hooks(self) -> HookSet | None:
+        """The ``App(hooks=...)`` to report to; None (the hot path's only cost) without."""
 
     @property
     def on_divergence(self) -> str:

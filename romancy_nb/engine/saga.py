@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from romancy_nb.engine import logs
 from romancy_nb.errors import RomancyError
 from romancy_nb.store import StepRecord
 
@@ -68,6 +69,9 @@ async def compensate(
         try:
             await run.compensate_step(step, activity)
         except Exception as error:  # recorded as a failed step by the runner
-            log.error("%s: compensation of %s failed: %s", run.instance_id, step.step_id, error)
+            log.error(
+                "%s: compensation of %s failed: %s", run.instance_id, step.step_id, error,
+                extra=logs.fields(run.instance_id, run.workflow_name, step.step_id),
+            )  # fmt: skip
             failed.append(step.step_id)
     return failed

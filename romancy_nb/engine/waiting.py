@@ -71,7 +71,7 @@ class Suspension:
         if not waits:  # a bare SuspendSignal: keep the status, release the lease
             await gate.call(store.set_status, iid, owner, signal.status)
             await gate.call(store.release_instance, iid, owner)
-            return Outcome("suspended")
+            return Outcome("suspended", signal.status)
         answered = await gate.call(
             store.suspend, iid, owner, signal.status, waits, seq, time.time()
         )
@@ -79,7 +79,7 @@ class Suspension:
             await host.relaunch(iid, input_json, None, fresh=False)
         else:
             host.waits_registered(waits)
-        return Outcome("suspended")
+        return Outcome("suspended", signal.status)
 
 
 __all__ = ["Suspension"]

@@ -31,6 +31,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from romancy_nb.engine import logs
 from romancy_nb.engine.signals import StoreFault
 from romancy_nb.engine.timers import TimerScheduler
 from romancy_nb.errors import RomancyError
@@ -149,7 +150,10 @@ class Waker:
                 instances.launch(await instances.resumed_run(wf, record))
                 return True
             except (RomancyError, StoreFault) as error:
-                log.warning("could not wake %s (%s); the sweep retries", iid, error)
+                log.warning(
+                    "could not wake %s (%s); the sweep retries", iid, error,
+                    extra=logs.fields(iid, wakeup.workflow_name, wakeup.step_id),
+                )  # fmt: skip
                 return False
 
     async def _wake_all(self, wakeups: list[Wakeup]) -> int:
