@@ -99,3 +99,24 @@ async def ai_two_turns(ctx: rn.WorkflowContext, base_url: str, first: str, secon
     turn = await agent.run(ctx, first, deps=Gate())
     turn = await agent.run(ctx, second, deps=Gate(), message_history=turn.all_messages())
     return str(turn.output)
+
+
+def _geo_agent(base_url: str, log: str) -> rn.ai.RomancyAgent:
+    from fastmcp import Client
+    from fastmcp.client.transports import PythonStdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
+    model = OpenAIChatModel("m-1", provider=OpenAIProvider(openai_client=client))
+    script = Path(__file__).with_name("mcp_tools.py")
+    geo = MCPToolset(Client(PythonStdioTransport(script, args=[log])), id="geo")
+    return rn.ai.RomancyAgent(Agent(model, name="geo", toolsets=[geo]), model_retry=FAST)
+
+
+_geo_agents: dict[tuple[str, str], rn.ai.RomancyAgent] = {}
+
+
+@rn.workflow
+async def ai_geo(ctx: rn.WorkflowContext, base_url: str, log: str, prompt: str) -> str:
+    agent = _geo_agents.setdefault((base_url, log), _geo_agent(base_url, log))
+    return str((await agent.run(ctx, prompt)).output)

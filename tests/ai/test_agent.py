@@ -4,6 +4,8 @@ steps, replay without the server, retries, approvals, compensation, rewind and f
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from pydantic_ai import Agent
 
 import romancy_nb as rn
 from romancy_nb.testing import eventually
-from tests.ai.agent_flows import LEDGER, ai_trip, ai_trip_then_fail, ai_two_turns
+from tests.ai.agent_flows import LEDGER, ai_geo, ai_trip, ai_trip_then_fail, ai_two_turns
 from tests.ai.openai_server import OpenAIServer, ToolCall
 from tests.conftest import TableReader
 
@@ -244,3 +246,30 @@ async def test_bad_arguments_fail_at_the_call(app: rn.App) -> None:
         await rn.ai.RomancyAgent(Agent("test", name="a")).run("hello")  # type: ignore[arg-type]
     with pytest.raises(rn.RomancyError, match="only available inside a tool"):
         rn.ai.step_context()
+
+
+async def test_an_mcp_servers_tools_are_steps(
+    store_url: str, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "mcp-calls.log"
+    openai_server.reply_tool_calls(ToolCall("distance", {"a": "Lyon", "b": "Rome"}))
+    openai_server.reply_text("80 km")
+    async with rn.App(store_url) as app:
+        iid = await app.start(ai_geo, openai_server.base_url, str(log), "how far?")
+        assert await app.result(iid, timeout=60) == "80 km"
+        history = [s for s in app.get_history(iid) if s.kind == "activity"]
+    assert [s.step_id for s in history] == [
+        "geo__mcp_server__geo.get_tools:1",
+        "geo__model.request:1",
+        "geo__mcp_server__geo.call_tool:1",
+        "geo__model.request:2",
+    ]
+    assert "distance" in json.dumps(history[0].output)
+    assert history[2].input == [{"tool": "distance", "args": {"a": "Lyon", "b": "Rome"}}]
+    assert _tool_results(openai_server.requests[1]) == ["80"]
+    assert log.read_text() == "Lyon-Rome\n"
+    openai_server.stop()
+    async with rn.App(store_url) as again:
+        report = await again.replay(iid)
+    assert (report.outcome, report.result) == ("completed", "80 km")
+    assert log.read_text() == "Lyon-Rome\n"  # the MCP server was not called again
