@@ -1,14 +1,19 @@
 """A stand-in for an LLM server, so the agent notebook runs offline and deterministically.
 
-It answers ``POST /v1/chat/completions`` in the OpenAI format with a canned reply built from
-the last user message, on a free loopback port, from a daemon thread.
+It answers ``POST /v1/chat/completions`` in the OpenAI format, on a free loopback port, from a
+daemon thread. An agent that offers a ``refund`` tool is asked to call it for the amount in the
+last user message (``refund 25``); once the tool's result (or its rejection) is in the
+messages, the answer reports it. Without tools, the answer is a draft built from the last
+user message.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -16,19 +21,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
         type(self).calls += 1
         reply = {
             "id": f"standin-{type(self).calls}",
             "object": "chat.completion",
             "model": body.get("model", "standin"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": f"Draft reply to: {prompt}"},
-                    "finish_reason": "stop",
-                }
-            ],
+            "choices": [_choice(body)],
         }
         data = json.dumps(reply).encode()
         self.send_response(200)
@@ -39,6 +37,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:  # keep the notebook's output clean
         pass
+
+
+def _choice(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to one request: a refund call, the tool's outcome, or a draft."""
+    last = body["messages"][-1]
+    tools = [tool["function"]["name"] for tool in body.get("tools", [])]
+    if last["role"] == "tool":
+        message = {"role": "assistant", "content": f"Done: {last['content']}"}
+        return {"index": 0, "message": message, "finish_reason": "stop"}
+    if "refund" in tools:
+        amount = int((re.findall(r"\d+", last["content"]) or ["0"])[-1])
+        call = {
+            "id": f"refund-{amount}",
+            "type": "function",
+            "function": {"name": "refund", "arguments": json.dumps({"amount": amount})},
+        }
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    message = {"role": "assistant", "content": f"Draft reply to: {last['content']}"}
+    return {"index": 0, "message": message, "finish_reason": "stop"}
 
 
 def serve() -> str:
