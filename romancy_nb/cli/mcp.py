@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 import romancy_nb as rn
-from romancy_nb.cli.common import DB_ENV, EXIT_USAGE, CliError, global_options, handle_errors
+from romancy_nb.cli.common import EXIT_USAGE, CliError, global_options, handle_errors
 from romancy_nb.cli.common import stderr as console
-from romancy_nb.cli.worker import module_app
+from romancy_nb.cli.worker import APP_OPTION, AppDbOption, module_app
 from romancy_nb.store import display_url
 
 if TYPE_CHECKING:
@@ -80,26 +80,8 @@ async def _serve_http(server: Server[Any], app: rn.App, host: str, port: int) ->
 @handle_errors
 def mcp_command(
     ctx: typer.Context,
-    app_spec: Annotated[
-        str,
-        typer.Option(
-            "--app",
-            "-a",
-            metavar="MODULE[:APP]",
-            help="Serve this module's rn.App (module:app), or the workflows a module "
-            "defines (module or path/to/file.py).",
-            show_default=False,
-        ),
-    ],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            metavar="URL",
-            help=f"Database (default: the app's own, ${DB_ENV}, or romancy.db).",
-            show_default=False,
-        ),
-    ] = None,
+    app_spec: Annotated[str, APP_OPTION],
+    db: AppDbOption = None,
     http: Annotated[
         bool, typer.Option("--http", help="Serve streamable HTTP instead of stdio.")
     ] = False,

@@ -17,9 +17,9 @@ from typing import Annotated
 import typer
 
 import romancy_nb as rn
-from romancy_nb.cli.common import DB_ENV, EXIT_USAGE, CliError, global_options, handle_errors
+from romancy_nb.cli.common import EXIT_USAGE, CliError, global_options, handle_errors
 from romancy_nb.cli.common import stdout as console
-from romancy_nb.cli.worker import module_app
+from romancy_nb.cli.worker import APP_OPTION, AppDbOption, module_app
 from romancy_nb.store import display_url
 
 TOKEN_ENV = "ROMANCY_HTTP_TOKEN"
@@ -54,26 +54,8 @@ async def _serve(served: rn.App, host: str, port: int, token: str | None, max_bo
 @handle_errors
 def serve_command(
     ctx: typer.Context,
-    app_spec: Annotated[
-        str,
-        typer.Option(
-            "--app",
-            "-a",
-            metavar="MODULE[:APP]",
-            help="Serve this module's rn.App (module:app), or the workflows a module "
-            "defines (module or path/to/file.py).",
-            show_default=False,
-        ),
-    ],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db",
-            metavar="URL",
-            help=f"Database (default: the app's own, ${DB_ENV}, or romancy.db).",
-            show_default=False,
-        ),
-    ] = None,
+    app_spec: Annotated[str, APP_OPTION],
+    db: AppDbOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 8000,
     token: Annotated[

@@ -39,6 +39,27 @@ from romancy_nb.cli.common import (
 )
 from romancy_nb.store import display_url
 
+APP_OPTION = typer.Option(
+    "--app",
+    "-a",
+    metavar="MODULE[:APP]",
+    help="Serve this module's rn.App (module:app), or the workflows a module "
+    "defines (module or path/to/file.py).",
+    show_default=False,
+)
+"""``--app`` of every command that serves an app (worker, serve, mcp); typer copies it."""
+
+AppDbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help=f"Database (default: the app's own, ${DB_ENV}, or romancy.db).",
+        show_default=False,
+    ),
+]
+"""``--db`` of serve and mcp (the worker's also names --notebook's default)."""
+
 
 def module_app(spec: str, db: str | None, max_concurrent: int | None) -> rn.App:
     """The app ``--app`` names: ``module:attr`` (an App, with the overrides given) or a
@@ -128,17 +149,7 @@ async def _serve(app: rn.App, duration: float, grace: float) -> None:
 @handle_errors
 def worker_command(
     ctx: typer.Context,
-    app_spec: Annotated[
-        str | None,
-        typer.Option(
-            "--app",
-            "-a",
-            metavar="MODULE[:APP]",
-            help="Serve this module's rn.App (module:app), or the workflows a module "
-            "defines (module or path/to/file.py).",
-            show_default=False,
-        ),
-    ] = None,
+    app_spec: Annotated[str | None, APP_OPTION] = None,
     notebook: Annotated[
         Path | None,
         typer.Option("--notebook", "-n", help="Serve the workflows this notebook defines."),
