@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +276,25 @@ class Instances:
 
     def drop_waiter(self, instance_id: str) -> None:
         self._launch_waiters.pop(instance_id, None)
+
+    @contextlib.asynccontextmanager
+    async def taking_over(self, instance_id: str) -> AsyncIterator[bool]:
+        """Reserve ``instance_id`` as :meth:`claiming` does, stopping this process's run of it
+        first (time travel changes the history under it).
+
+        The reservation is taken *before* the run stops: its release would otherwise let
+        recovery here claim and relaunch the instance in the moment between the stop and
+        the claim. ``False`` if another claim of it is under way here.
+        """
+        if instance_id in self._claiming:
+            yield False
+            return
+        self._claiming.add(instance_id)
+        try:
+            await self.stop(instance_id)
+            yield True
+        finally:
+            self._claiming.discard(instance_id)
 
     def claiming(self, instance_id: str) -> _Claim:
         """Reserve ``instance_id`` while this worker takes its lease and launches it.

@@ -201,10 +201,7 @@ class TimeTravel:
                 "defined in this process (its compensations would not be known)",
                 instance_id=iid,
             )
-        if await instances.stop(iid):
-            record = await self._record(iid)  # stopping released the lease
-            _refuse_unwinding(record, operation)
-        with instances.claiming(iid) as free:
+        async with instances.taking_over(iid) as free:
             if not free:
                 raise InvalidWorkflowState(
                     f"cannot {operation} {iid!r}: this process is starting, waking or "
@@ -212,14 +209,19 @@ class TimeTravel:
                     instance_id=iid,
                     worker=owner,
                 )
+            record = await self._record(iid)  # stopping a run here released its lease
+            _refuse_unwinding(record, operation)
             if not await instances.claim_if_free(record):
+                # Recovery here may have taken the released lease meanwhile; this
+                # reservation keeps it from launching a run, so the lease is ours to use.
                 holder = (await self._record(iid)).lock_owner  # who won, not who held it
-                raise InvalidWorkflowState(
-                    f"cannot {operation} {iid!r}: it is running in another worker "
-                    f"({holder}); wait until it waits or ends, or cancel it",
-                    instance_id=iid,
-                    worker=holder,
-                )
+                if holder != owner:
+                    raise InvalidWorkflowState(
+                        f"cannot {operation} {iid!r}: it is running in another worker "
+                        f"({holder}); wait until it waits or ends, or cancel it",
+                        instance_id=iid,
+                        worker=holder,
+                    )
             try:
                 history = await self._history(iid)
                 cut = decide(record, history)

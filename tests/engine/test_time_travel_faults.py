@@ -376,3 +376,52 @@ async def test_a_fault_after_the_cut_while_relaunching_leaves_no_lease_without_a
     assert undone[(iid, "compensate:ttf_step:2")] == (1 if operation == "rollback" else 0)
     assert done[(iid, "ttf_step:2")] == 2
     assert app.get_instance(iid).lock_owner is None
+
+
+# this worker's recovery taking the lease a stopped run released
+
+
+stalled = asyncio.Event()
+"""Set by ``ttf_stalling`` once it runs; it then waits until its run is stopped."""
+
+
+@rn.activity(transactional=False)
+async def ttf_stalling(ctx: rn.ActivityContext, note: str) -> str:
+    if ctx.attempt == 1 and not stalled.is_set():
+        stalled.set()
+        await asyncio.Event().wait()  # until the rewind stops this run
+    return note
+
+
+@rn.workflow
+async def ttf_stalling_flow(ctx: rn.WorkflowContext) -> list[str]:
+    return [await ttf_step(ctx, "a"), await ttf_stalling(ctx, "s")]
+
+
+async def test_a_lease_recovery_here_takes_while_a_rewind_stops_the_run_is_the_rewinds(
+    faulty: tuple[FaultyStore, rn.App],
+) -> None:
+    # Stopping the run releases its lease; this worker's recovery (which also takes leases
+    # of this worker without a run) may claim it before the rewind does. That lease is this
+    # worker's own: the rewind goes on with it, and the run it launches is the only one.
+    store, app = faulty
+    iid = "ttf-recovered"
+    stalled.clear()
+    await app.start(ttf_stalling_flow, instance_id=iid)
+    await eventually(stalled.is_set, message="the stalling step runs")
+    taken: list[bool] = []
+
+    def recovery_claims_first(arguments: Arguments) -> bool:
+        if arguments["instance_id"] == iid and arguments["previous"] is None and not taken:
+            taken.append(store.inner.claim_instance(iid, app.worker_id, None))
+        return False  # the real claim runs after it, and finds the lease taken
+
+    store.fail("claim_instance", StoreError, when=recovery_claims_first)
+    change = await app.rewind(iid, to="ttf_step:1")
+
+    assert taken == [True]
+    assert (change.kept, change.archived) == (["ttf_step:1"], [])
+    assert await app.result(iid) == ["a", "s"]
+    assert done[(iid, "ttf_step:1")] == 1
+    assert [s.step_id for s in app.get_history(iid)] == ["ttf_step:1", "ttf_stalling:1"]
+    assert app.get_instance(iid).lock_owner is None
