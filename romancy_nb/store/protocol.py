@@ -65,6 +65,58 @@ class StepRecord(NamedTuple):
     finished_at: float
 
 
+class OutboxEvent(NamedTuple):
+    """A CloudEvent an activity published with ``ctx.send_event``, written in the step's
+    transaction: it exists exactly when the step that sent it completed."""
+
+    event_id: str
+    instance_id: str
+    step_id: str
+    event_type: str
+    data: str
+    """The event's data as JSON text."""
+    attributes: str
+    """Its other CloudEvents attributes (source, time, subject, datacontenttype,
+    extensions) as a JSON object."""
+    created_at: float
+
+
+OUTBOX_STATUSES = ("pending", "delivered", "failed")
+"""``pending`` until the relayer delivers it (``delivered``) or gives up (``failed``)."""
+
+
+class OutboxRecord(NamedTuple):
+    """A row of the outbox: the event, and how its delivery goes."""
+
+    seq: int
+    """The order of events (increasing as they were written; per instance, in step order)."""
+    event_id: str
+    instance_id: str
+    step_id: str
+    event_type: str
+    data: str
+    attributes: str
+    created_at: float
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    delivered_at: float | None
+
+
+class OutboxOutcome(NamedTuple):
+    """What became of a claimed outbox event: ``delivered``, ``failed`` for good, or
+    ``pending`` again (tried ``attempts`` times, next at ``next_attempt_at``; an event
+    that was not tried keeps its count)."""
+
+    seq: int
+    status: str
+    attempts: int
+    next_attempt_at: float
+    error: str | None
+    at: float
+
+
 class AttemptRecord(NamedTuple):
     """A failed attempt of a step, kept so retries survive a crash."""
 
@@ -234,8 +286,9 @@ class Session(Protocol):
     def connection(self) -> Any:
         """The backend's connection object, in the open transaction (for user SQL)."""
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
-        """Write ``step`` in this transaction; False if ``owner`` lost the instance's lease."""
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        """Write ``step`` (and the outbox ``events`` it sent) in this transaction; False,
+        and nothing written, if ``owner`` lost the instance's lease."""
 
     def commit(self) -> None: ...
 
@@ -341,13 +394,32 @@ class Store(Protocol):
 
     def load_attempts(self, instance_id: str) -> list[AttemptRecord]: ...
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
-        """Write one step in its own transaction; False if ``owner`` lost the lease."""
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        """Write one step, and the outbox ``events`` it sent, in one transaction; False
+        (nothing written) if ``owner`` lost the lease. An event id stored already is
+        stored once."""
 
     def record_steps(self, steps: Sequence[StepRecord], owner: str) -> list[bool]:
         """Write several steps in one transaction (group commit); one flag per step."""
 
     def record_attempt(self, attempt: AttemptRecord) -> None: ...
+
+    # the transactional outbox
+    def claim_outbox(
+        self, worker_id: str, now: float, until: float, limit: int
+    ) -> list[OutboxRecord]:
+        """Lease up to ``limit`` pending events to ``worker_id`` until ``until``, oldest
+        first, in order per instance: only instances whose first pending event is due
+        (``next_attempt_at <= now``) and not leased to another relayer whose lease runs,
+        and for each such instance a prefix of its pending events."""
+
+    def settle_outbox(self, worker_id: str, outcomes: Sequence[OutboxOutcome]) -> None:
+        """Record what became of claimed events and end ``worker_id``'s lease on them."""
+
+    def list_outbox(
+        self, status: str | None = None, instance_id: str | None = None, limit: int = 1000
+    ) -> list[OutboxRecord]:
+        """Outbox events (of a status, of an instance), newest first."""
 
     def open_session(self, *, wait: bool = True) -> Session:
         """Begin a write transaction for a transactional activity.

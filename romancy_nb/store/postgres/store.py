@@ -9,8 +9,8 @@ Where to find the rest: ``connections.py`` (the pool, errors, reconnecting),
 ``translate.py`` (which errors are transient), ``sql.py`` (shared SQL and why each
 multi-statement method locks what it locks), ``schema.py`` (migrations under an advisory
 lock), ``instances.py`` (workers, leaders, instances, claims), ``waiting.py`` (timers,
-channels, events, groups, recur), ``travel.py`` (rewind, rollback, fork) and ``watch.py``
-(LISTEN/NOTIFY).
+channels, events, groups, recur), ``travel.py`` (rewind, rollback, fork), ``outbox.py``
+(the transactional outbox) and ``watch.py`` (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from romancy_nb.store.postgres import schema
+from romancy_nb.store.postgres import outbox, schema
 from romancy_nb.store.postgres.connections import Connection, Connections
 from romancy_nb.store.postgres.instances import InstanceQueries
 from romancy_nb.store.postgres.sql import RECORD_STEP, STEP_COLUMNS
@@ -35,6 +35,9 @@ from romancy_nb.store.protocol import (
     InstanceQuery,
     InstanceRecord,
     MessageRecord,
+    OutboxEvent,
+    OutboxOutcome,
+    OutboxRecord,
     StepRecord,
     TableRows,
     WaitSpec,
@@ -63,12 +66,15 @@ class PostgresSession:
     def connection(self) -> Connection:
         return self._connection
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        connection = self._connection
         try:
-            cursor = self._connection.execute(RECORD_STEP, (*step, step.instance_id, owner))
+            recorded = connection.execute(RECORD_STEP, (*step, step.instance_id, owner)).rowcount
+            if recorded == 1 and events:
+                outbox.insert(connection, events)
         except psycopg.Error as error:
             self._c.fail(error)
-        return cursor.rowcount == 1
+        return recorded == 1
 
     def commit(self) -> None:
         self._finish("COMMIT")
@@ -124,6 +130,7 @@ class PostgresStore:
         self._instances = InstanceQueries(self._c)
         self._waiting = WaitingQueries(self._c)
         self._edits = HistoryEdits(self._c)
+        self._outbox = outbox.OutboxQueries(self._c)
         self._migrations = schema.shipped()
 
     def connect(self) -> Connection:
@@ -230,8 +237,14 @@ class PostgresStore:
         )
         return [AttemptRecord(*row) for row in rows]
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
-        return self._c.write(RECORD_STEP, (*step, step.instance_id, owner)) == 1
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        if not events:
+            return self._c.write(RECORD_STEP, (*step, step.instance_id, owner)) == 1
+        with self._c.transaction() as db:  # the step and its events commit together
+            recorded = db.execute(RECORD_STEP, (*step, step.instance_id, owner)).rowcount == 1
+            if recorded:
+                outbox.insert(db, events)
+        return recorded
 
     def record_steps(self, steps: Sequence[StepRecord], owner: str) -> list[bool]:
         with self._c.transaction() as db:
@@ -252,6 +265,21 @@ class PostgresStore:
         # No database-wide writer lock to wait for here: only for a free pooled connection,
         # which an activity on the event loop must not wait long for.
         return PostgresSession(self._c, self._c.begin(None if wait else _SESSION_WAIT))
+
+    # the transactional outbox (outbox.py)
+
+    def claim_outbox(
+        self, worker_id: str, now: float, until: float, limit: int
+    ) -> list[OutboxRecord]:
+        return self._outbox.claim(worker_id, now, until, limit)
+
+    def settle_outbox(self, worker_id: str, outcomes: Sequence[OutboxOutcome]) -> None:
+        self._outbox.settle(worker_id, outcomes)
+
+    def list_outbox(
+        self, status: str | None = None, instance_id: str | None = None, limit: int = 1000
+    ) -> list[OutboxRecord]:
+        return self._outbox.find(status, instance_id, limit)
 
     # waiting (waiting.py)
 

@@ -7,7 +7,8 @@ tens of microseconds in WAL mode.
 Where to find the rest: ``connections.py`` (opening, read-only files, the engine connection
 and the session pool, reopening after an I/O error), ``translate.py`` (which errors are
 transient), ``schema.py`` (recognising our database, migrations), ``waiting.py`` (timers,
-channels, events, groups, recur) and ``sharing.py`` (the file and Python's ``sqlite3``).
+channels, events, groups, recur), ``outbox.py`` (the transactional outbox) and
+``sharing.py`` (the file and Python's ``sqlite3``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from romancy_nb.store.protocol import (
     HistoryCut,
     InstanceQuery,
     InstanceRecord,
+    OutboxEvent,
+    OutboxOutcome,
+    OutboxRecord,
     StepRecord,
     TableRows,
     WorkerRecord,
 )
-from romancy_nb.store.sqlite import pragmas, schema, sharing
+from romancy_nb.store.sqlite import outbox, pragmas, schema, sharing
 from romancy_nb.store.sqlite.connections import Connections, resolve, rollback_quietly
 from romancy_nb.store.sqlite.leaders import Leaders
 from romancy_nb.store.sqlite.travel import HistoryEdits
@@ -69,12 +73,16 @@ class SqliteSession:
     def connection(self) -> apsw.Connection:
         return self._connection
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        connection = self._connection
         try:
-            self._connection.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+            connection.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+            recorded = connection.changes() == 1
+            if recorded and events:
+                outbox.insert(connection, events)
         except apsw.Error as error:
-            self._c.fail_other(error, self._connection)
-        return self._connection.changes() == 1
+            self._c.fail_other(error, connection)
+        return recorded
 
     def commit(self) -> None:
         self._finish("COMMIT")
@@ -175,6 +183,7 @@ class SqliteStore(WaitingQueries):
         super().__init__(self._c)
         self._edits = HistoryEdits(self._c)
         self._leaders = Leaders(self._c)
+        self._outbox = outbox.OutboxQueries(self._c)
         self.where = target.where
         self._held = target.file is not None
         if self._held:
@@ -418,7 +427,14 @@ class SqliteStore(WaitingQueries):
         )
         return [AttemptRecord(*row) for row in rows]
 
-    def record_step(self, step: StepRecord, owner: str) -> bool:
+    def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
+        if events:  # the step and its events commit together, or neither
+            with self._c.immediate() as db:
+                db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
+                recorded = db.changes() == 1
+                if recorded:
+                    outbox.insert(db, events)
+            return recorded
         db = self._c.db
         try:
             db.execute(_RECORD_STEP, (*step, step.instance_id, owner))
@@ -456,6 +472,21 @@ class SqliteStore(WaitingQueries):
             self._c.give_back(connection, generation)
             self._c.fail_other(error, connection)
         return SqliteSession(self._c, connection, generation)
+
+    # the transactional outbox (store/sqlite/outbox.py)
+
+    def claim_outbox(
+        self, worker_id: str, now: float, until: float, limit: int
+    ) -> list[OutboxRecord]:
+        return self._outbox.claim(worker_id, now, until, limit)
+
+    def settle_outbox(self, worker_id: str, outcomes: Sequence[OutboxOutcome]) -> None:
+        self._outbox.settle(worker_id, outcomes)
+
+    def list_outbox(
+        self, status: str | None = None, instance_id: str | None = None, limit: int = 1000
+    ) -> list[OutboxRecord]:
+        return self._outbox.find(status, instance_id, limit)
 
     # views and diagnostics
 
