@@ -40,6 +40,7 @@ from romancy_nb.engine.info import (
 )
 from romancy_nb.engine.instances import Instances, Listeners
 from romancy_nb.engine.leadership import Leadership
+from romancy_nb.engine.outbox import EventSender, OutboxRelay
 from romancy_nb.engine.registry import Registry
 from romancy_nb.engine.registry import registry as default_registry
 from romancy_nb.engine.replayer import ReplayReport
@@ -57,7 +58,13 @@ from romancy_nb.store import (
     Store,
     open_store,
 )
-from romancy_nb.store.protocol import ArchivedRun, MessageRecord, Wakeup
+from romancy_nb.store.protocol import (
+    OUTBOX_STATUSES,
+    ArchivedRun,
+    MessageRecord,
+    OutboxRecord,
+    Wakeup,
+)
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -93,6 +100,14 @@ class App:
     archives history from the first diverging step and re-executes from there. A
     workflow's own ``@rn.workflow(on_divergence=...)`` overrides it.
 
+    ``broker_url``: where the outbox relayer posts the CloudEvents activities send with
+    ``ctx.send_event`` (HTTP, structured mode; the ``http`` extra), or ``event_sender``: an
+    :class:`~romancy_nb.engine.outbox.EventSender` of your own. One app per database relays
+    (the ``outbox`` leader among those that have either), ``outbox_batch_size`` events at a
+    time, looking every ``outbox_interval`` seconds (at once for events written here),
+    retrying a failed delivery by ``outbox_retry`` (default: doubling from 1 s up to 5 min,
+    100 attempts) before marking it failed. See :mod:`romancy_nb.engine.outbox`.
+
     ``hooks``: one :class:`~romancy_nb.engine.hooks.Hooks` or a sequence of them, told
     when runs start, resume, suspend and end and when activities run (tracing, metrics:
     ``romancy_nb.telemetry.OpenTelemetryHooks``); a hook that raises is logged and ignored.
@@ -116,6 +131,11 @@ class App:
         max_concurrent: int | None = None,
         registry: Registry | None = None,
         hooks: Hooks | Sequence[Hooks] | None = None,
+        broker_url: str | None = None,
+        event_sender: EventSender | None = None,
+        outbox_retry: RetryPolicy | None = None,
+        outbox_batch_size: int = 100,
+        outbox_interval: float = 1.0,
     ) -> None:
         settings = dict(locals())
         del settings["self"], settings["db"]
@@ -133,6 +153,16 @@ class App:
             raise ValueError("synchronous must be 'NORMAL', 'FULL', 'EXTRA' or 'OFF'")
         self.on_divergence = check_divergence_policy(on_divergence) or "error"
         self.hooks = HookSet.of(hooks)
+        if broker_url is not None and event_sender is not None:
+            raise ValueError("give broker_url or event_sender, not both")
+        if not isinstance(outbox_batch_size, int) or outbox_batch_size < 1:
+            raise ValueError(f"outbox_batch_size must be an int >= 1, not {outbox_batch_size!r}")
+        self.broker_url = broker_url
+        self._event_sender = event_sender
+        self.outbox_retry = outbox_retry or RetryPolicy(100, 1.0, 2.0, 300.0)
+        self.outbox_batch_size = outbox_batch_size
+        self.outbox_interval = outbox_interval
+        self._relay: OutboxRelay | None = None
         self.default_retry = default_retry
         self.registry = registry or default_registry
         self.lease_seconds = lease_seconds
@@ -287,10 +317,28 @@ class App:
                 self._instances, settings, loop, self._leadership
             )
             await self._waker.start()
+            self._start_relay(loop)
         except BaseException:
             await self.close()
             raise
         self._sweeper = loop.create_task(self._sweep_forever(), name="romancy-sweeper")
+
+    def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stand for the outbox relayer if this app has somewhere to send events."""
+        sender = self._event_sender
+        if sender is None and self.broker_url is not None:
+            from romancy_nb.http.relay import HttpEventSender  # the edge, loaded when asked for
+
+            sender = HttpEventSender(self.broker_url)
+        if sender is None or self._instances is None:
+            return
+        relay = self._relay = OutboxRelay(
+            self.store, self.gate, self.worker_id, sender, retry=self.outbox_retry,
+            batch_size=self.outbox_batch_size, interval=self.outbox_interval,
+            lease_seconds=self.lease_seconds,
+        )  # fmt: skip
+        self._instances.relay = relay
+        relay.start(loop)
 
     async def drain(self, timeout: float) -> list[str]:
         """Take no more work, then wait up to ``timeout`` seconds for the runs of this
@@ -320,6 +368,9 @@ class App:
         waker, self._waker = self._waker, None
         if waker is not None:
             await waker.stop()
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            await relay.close()
         if self._instances is not None:
             await self._instances.close()
             self._instances = None
@@ -823,6 +874,16 @@ class App:
 
         limit = ingress.DEFAULT_MAX_BODY if max_body is None else max_body
         return ingress.create_app(self, token=token, max_body=limit)
+
+    def list_outbox(
+        self, *, status: str | None = None, instance_id: str | None = None, limit: int = 1000
+    ) -> list[OutboxRecord]:
+        """The outbox's events (``ctx.send_event``), newest first: ``pending``,
+        ``delivered`` or ``failed``, with their attempts and last error."""
+        self.ensure_schema()
+        if status is not None and status not in OUTBOX_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(OUTBOX_STATUSES)}, not {status!r}")
+        return self.store.list_outbox(status, instance_id, limit)
 
     def get_group_members(self, group: str) -> list[str]:
         """The ids of the instances that are members of ``group``, oldest member first."""

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from romancy_nb.engine import outbox
 from romancy_nb.errors import RomancyError
 
 if TYPE_CHECKING:
@@ -215,6 +216,36 @@ class ActivityContext:
                 "has no ctx.session; remove transactional=False to write in its transaction."
             )
         return self._attempt.connection()
+
+    def send_event(
+        self,
+        event_type: str,
+        data: Any = None,
+        *,
+        source: str | None = None,
+        id: str | None = None,
+        time: datetime | None = None,
+        subject: str | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> str:
+        """Publish a CloudEvent through the transactional outbox; returns its id.
+
+        The event is written in this step's transaction: it exists once the step completes
+        and never if this attempt fails, times out or rolls back (a retry sends its own),
+        and a replay does not send it again. The app's relayer then posts it to
+        ``App(broker_url=...)``, at least once and in order per instance
+        (:mod:`romancy_nb.engine.outbox`). ``source`` defaults to
+        ``"romancy_nb/<workflow>"``; ``extensions`` are CloudEvents extension attributes
+        (``romancy_nb.telemetry.trace_extensions()`` carries the trace). Bad input raises
+        here and sends nothing; an ``id`` sent before is sent once.
+        """
+        event = outbox.outbox_event(
+            self._instance_id, self.step_id, event_type, data,
+            source=f"romancy_nb/{self._workflow_name}" if source is None else source,
+            id=id, time=time, subject=subject, extensions=extensions,
+        )  # fmt: skip
+        self._attempt.events.append(event)
+        return event.event_id
 
     def __repr__(self) -> str:
         return f"<ActivityContext {self.activity_name} {self.step_id} attempt {self.attempt}>"

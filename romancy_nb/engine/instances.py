@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.definitions import Workflow
     from romancy_nb.engine.gate import StoreGate
     from romancy_nb.engine.hooks import HookSet
+    from romancy_nb.engine.outbox import OutboxRelay
     from romancy_nb.engine.registry import Registry
     from romancy_nb.engine.retry import RetryPolicy
     from romancy_nb.engine.wakeups import Waker
@@ -126,6 +127,8 @@ class Instances:
         self._listeners = listeners
         self._loop = loop
         self.waker: Waker | None = None
+        self.relay: OutboxRelay | None = None
+        """The outbox relayer of this app, if it has somewhere to send events."""
         self._runs: dict[str, WorkflowRun] = {}
         self._claiming: set[str] = set()
         self._launch_waiters: dict[str, asyncio.Event] = {}
@@ -188,6 +191,10 @@ class Instances:
     def message_published(self, channel: str) -> None:
         if self.waker is not None:
             self.waker.message_published(channel)
+
+    def outbox_written(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
 
     async def relaunch(
         self, instance_id: str, input_json: str, values: tuple[Any, ...] | None, *, fresh: bool

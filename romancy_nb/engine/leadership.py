@@ -26,31 +26,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("romancy_nb")
 
 ROLE = "sweeper"
-"""The one role there is today: the background sweeps (timers, wake-ups, retention)."""
+"""The role of the background sweeps (timers, wake-ups, retention); the outbox relayer
+has its own (``engine/outbox.py``), stood for only by apps that can deliver events."""
 
 
 class Leadership:
-    """This worker's candidacy for :data:`ROLE`."""
+    """This worker's candidacy for ``role`` (default :data:`ROLE`)."""
 
-    def __init__(self, store: Store, gate: StoreGate, worker_id: str, ttl: float) -> None:
+    def __init__(
+        self, store: Store, gate: StoreGate, worker_id: str, ttl: float, *, role: str = ROLE
+    ) -> None:
         self._store = store
         self._gate = gate
         self._worker_id = worker_id
         self._ttl = ttl
+        self.role = role
         self.is_leader = False
 
     async def renew(self) -> bool:
         """Take or keep the lead; True while this worker leads."""
         now = time.time()
         store, gate = self._store, self._gate
-        leading = await gate.call(store.lead, ROLE, self._worker_id, now, self._ttl)
+        role = self.role
+        leading = await gate.call(store.lead, role, self._worker_id, now, self._ttl)
         if not leading:
-            holder = await gate.call(store.leader, ROLE)
+            holder = await gate.call(store.leader, role)
             if holder is not None and await self._is_dead(holder[0], now):
-                await gate.call(store.resign, ROLE, holder[0])
-                leading = await gate.call(store.lead, ROLE, self._worker_id, now, self._ttl)
+                await gate.call(store.resign, role, holder[0])
+                leading = await gate.call(store.lead, role, self._worker_id, now, self._ttl)
         if leading != self.is_leader:
-            log.info("%s %s the sweeps", self._worker_id, "leads" if leading else "no longer leads")
+            state = "leads" if leading else "no longer leads"
+            log.info("%s %s the %s role", self._worker_id, state, role)
         self.is_leader = leading
         return leading
 
@@ -63,7 +69,7 @@ class Leadership:
         """Step down (a clean shutdown): another worker leads at its next tick."""
         if self.is_leader:
             self.is_leader = False
-            await self._gate.call(self._store.resign, ROLE, self._worker_id)
+            await self._gate.call(self._store.resign, self.role, self._worker_id)
 
 
 __all__ = ["ROLE", "Leadership"]

@@ -76,6 +76,9 @@ class _ReplayHost:
     def message_published(self, channel: str) -> None:
         pass
 
+    def outbox_written(self) -> None:
+        pass
+
 
 _WAIT_KINDS = ("sleep", "wait_event", "receive")
 

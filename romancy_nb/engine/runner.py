@@ -54,7 +54,7 @@ from romancy_nb.errors import (
 from romancy_nb.store import AttemptRecord, StepRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from romancy_nb.engine.channels import ChannelMessage
     from romancy_nb.engine.definitions import Activity, Workflow
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.runtime import RunHost
     from romancy_nb.engine.shapes import CallShape
     from romancy_nb.store import Store
-    from romancy_nb.store.protocol import WaitSpec
+    from romancy_nb.store.protocol import OutboxEvent, WaitSpec
 
 T = TypeVar("T")
 
@@ -396,9 +396,11 @@ class WorkflowRun:
         self._attempts.clear()
         self.host.notify(self._instance_id)
 
-    async def _write_step(self, step: StepRecord) -> None:
+    async def _write_step(self, step: StepRecord, events: Sequence[OutboxEvent] = ()) -> None:
         committer = self.host.committer
-        if committer is not None:
+        if events:  # the step and its outbox events in one transaction (never grouped)
+            recorded = await self.host.gate.call(self._store.record_step, step, self._owner, events)
+        elif committer is not None:
             recorded = await committer.record(step)
         elif self._inline:  # the hot path: one statement, no retry machinery unless it fails
             try:
@@ -503,7 +505,9 @@ class WorkflowRun:
             if recorded is not None:
                 if self._unflushed or self._cut:  # a ctx.now() made meanwhile goes first
                     await self._flush()
-                await self._write_step(recorded)
+                await self._write_step(recorded, session.events)
+            if session.events:
+                self.host.outbox_written()
             if hooks is not None and call is not None:
                 hooks.emit("activity_completed", call)
             return result

@@ -180,5 +180,8 @@ class RunHost(Protocol):
 
     def message_published(self, channel: str) -> None: ...
 
+    def outbox_written(self) -> None:
+        """A step wrote outbox events (``ctx.send_event``): the relayer here looks now."""
+
 
 __all__ = ["RunHost", "StepHost", "WorkflowRuntime"]

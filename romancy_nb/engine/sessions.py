@@ -27,6 +27,7 @@ from romancy_nb.errors import StoreError
 if TYPE_CHECKING:
     from romancy_nb.engine.gate import StoreGate
     from romancy_nb.store import Session, StepRecord, Store
+    from romancy_nb.store.protocol import OutboxEvent
 
 log = logging.getLogger("romancy_nb")
 
@@ -42,7 +43,7 @@ def _on_event_loop() -> bool:
 class AttemptSession:
     """Owns the optional transaction of one attempt; safe to end from either side."""
 
-    __slots__ = ("_gate", "_session", "_store", "state")
+    __slots__ = ("_gate", "_session", "_store", "events", "state")
 
     _guard = threading.Lock()
     """One lock for every attempt, held while an attempt commits or is abandoned: commits
@@ -55,6 +56,8 @@ class AttemptSession:
         self._session: Session | None = None
         self.state = "running"
         """``running``, then ``committed`` (its step is recorded) or ``abandoned``."""
+        self.events: list[OutboxEvent] = []
+        """The outbox events the attempt sent (``ctx.send_event``), written with its step."""
 
     @property
     def is_open(self) -> bool:
@@ -84,7 +87,7 @@ class AttemptSession:
             session = self._session
             assert session is not None
             try:
-                if not session.record_step(step, owner):
+                if not session.record_step(step, owner, self.events):
                     self._end(commit=False)
                     raise LeaseLostSignal(step.instance_id)
                 self._end(commit=True)
