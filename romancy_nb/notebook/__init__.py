@@ -10,7 +10,7 @@ from typing import Any
 
 from romancy_nb.notebook.debug import compare
 from romancy_nb.notebook.state import current_app
-from romancy_nb.notebook.views import events, history, instances, messages, timers
+from romancy_nb.notebook.views import events, history, instances, messages, outbox, timers
 from romancy_nb.notebook.waits import wait_until
 
 
@@ -36,6 +36,7 @@ __all__ = [
     "instances",
     "llm_calls",
     "messages",
+    "outbox",
     "panel",
     "timers",
     "wait_until",

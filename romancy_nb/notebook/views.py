@@ -13,7 +13,9 @@ history`` show: the columns people read, as text, worded as ``romancy-nb list`` 
 (``channel_messages`` and ``waits``): ``timers()`` is every pending wait with a deadline (a
 ``ctx.sleep``, or a ``wait_event``/``receive`` timeout); ``messages()`` is every stored
 channel message; ``events()`` is the messages that are CloudEvents (their metadata has a
-``type`` or ``specversion``), as delivered by ``app.send_event``.
+``type`` or ``specversion``), as delivered by ``app.send_event``. ``outbox()`` is the other
+direction: the CloudEvents activities sent with ``ctx.send_event``, and how their delivery
+goes.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from pydantic_core import from_json
 
 from romancy_nb.describe import error_summary, step_duration, step_outcome, with_previous_end
 from romancy_nb.notebook.state import current_app
+from romancy_nb.store import TableRows
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from romancy_nb.engine import App
-    from romancy_nb.store import TableRows
 
 INSTANCE_COLUMNS = [
     "instance_id",
@@ -76,6 +78,22 @@ MESSAGE_COLUMNS = [
     "created_at",
 ]
 EVENT_COLUMNS = ["id", "type", "source", "event_id", "data", "metadata", "created_at"]
+OUTBOX_COLUMNS = [
+    "seq",
+    "event_id",
+    "instance_id",
+    "step_id",
+    "type",
+    "source",
+    "subject",
+    "data",
+    "status",
+    "attempts",
+    "last_error",
+    "created_at",
+    "next_attempt_at",
+    "delivered_at",
+]
 
 JSON_COLUMNS = frozenset({"input", "output", "error", "data", "metadata", "next_input"})
 TIME_COLUMNS = frozenset(
@@ -89,6 +107,8 @@ TIME_COLUMNS = frozenset(
         "joined_at",
         "heartbeat_at",
         "at",
+        "next_attempt_at",
+        "delivered_at",
     }
 )
 INT_COLUMNS = frozenset({"seq", "attempts", "id", "cursor", "run_no", "steps", "pid", "attempt"})
@@ -285,3 +305,35 @@ def events(*, app: App | None = None) -> pd.DataFrame:
     frame["source"] = frame["metadata"].map(lambda m: m.get("source"))
     frame["event_id"] = frame["message_id"]
     return frame[EVENT_COLUMNS].reset_index(drop=True)
+
+
+def outbox(
+    status: str | None = None,
+    instance_id: str | None = None,
+    limit: int = 1000,
+    *,
+    app: App | None = None,
+) -> pd.DataFrame:
+    """The outbox (``ctx.send_event``), oldest first: each event's type, source, subject and
+    data, whether it is ``pending``, ``delivered`` or ``failed``, its attempts and last
+    error (the newest ``limit`` events; ``status=`` / ``instance_id=`` filter)."""
+    records = (app or current_app()).list_outbox(
+        status=status, instance_id=instance_id, limit=limit
+    )
+    rows = []
+    for record in reversed(records):
+        attributes = json.loads(record.attributes)
+        rows.append(
+            {
+                **record._asdict(),
+                "type": record.event_type,
+                "source": attributes.get("source"),
+                "subject": attributes.get("subject"),
+            }
+        )
+    if not rows:
+        return _empty(OUTBOX_COLUMNS)
+    found = TableRows(OUTBOX_COLUMNS, [tuple(row[c] for c in OUTBOX_COLUMNS) for row in rows])
+    frame = _frame(found, decode_json=True)
+    assert frame is not None  # only a missing table gives None
+    return frame

@@ -163,3 +163,37 @@ async def test_a_fork_shows_its_lineage(store_url: str) -> None:
             "flaky_square:1",
         ]
         assert frame.loc["v-orig", ["forked_from", "forked_at"]].isna().all()
+
+
+@rn.activity(transactional=False)
+def views_announce(ctx: rn.ActivityContext, n: int) -> None:
+    ctx.send_event("views.placed", {"n": n}, subject=f"order-{n}")
+
+
+@rn.workflow
+async def views_announcing(ctx: rn.WorkflowContext, n: int) -> None:
+    await views_announce(ctx, n)
+
+
+async def test_the_outbox_view_shows_each_event_and_its_delivery(store_url: str) -> None:
+    async with rn.App(store_url) as app:  # no relayer: the events stay pending
+        empty = rn.outbox(app=app)
+        assert list(empty.columns) == views.OUTBOX_COLUMNS and empty.empty
+        for n in (1, 2):
+            await app.start(views_announcing, n, instance_id=f"o-{n}")
+            await app.result(f"o-{n}")
+        frame = rn.outbox(app=app)
+        assert list(frame.columns) == views.OUTBOX_COLUMNS
+        assert list(frame["instance_id"]) == ["o-1", "o-2"]  # oldest first
+        first = frame.iloc[0]
+        assert (first["type"], first["source"], first["subject"]) == (
+            "views.placed",
+            "romancy_nb/views_announcing",
+            "order-1",
+        )
+        assert first["data"] == {"n": 1}
+        assert (first["status"], first["attempts"]) == ("pending", 0)
+        assert str(frame["created_at"].dtype) == "datetime64[ns, UTC]"
+        assert pd.isna(first["delivered_at"])
+        assert list(rn.outbox(instance_id="o-2", app=app)["instance_id"]) == ["o-2"]
+        assert rn.outbox(status="delivered", app=app).empty
