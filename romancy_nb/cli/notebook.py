@@ -142,6 +142,7 @@ def kernel_config(sockets: Path) -> Any:
 
 
 def run_command(
+    ctx: typer.Context,
     notebook: Annotated[Path, typer.Argument(help="The .ipynb file to execute.")],
     parameter: Annotated[
         list[str] | None,
@@ -169,14 +170,21 @@ def run_command(
     The executed notebook, outputs included, is written to OUT (default:
     NB.nbconvert.ipynb beside NB.ipynb), also when a cell fails or times out; the
     failing cell is named by its number among the code cells. Exit code 1 on a failure.
+    The global --db (or $ROMANCY_DB) is the kernel's $ROMANCY_DB: the notebook's default
+    app opens that database.
 
     Example:
 
-      romancy-nb run report.ipynb -p day=2026-12-01 -o out/report.ipynb --timeout 600
+      romancy-nb --db runs.db run report.ipynb -p day=2026-12-01 -o out/report.ipynb
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
+    from romancy_nb.cli.common import DB_ENV, global_options
+
+    db = global_options(ctx).db
+    if db:  # the kernel inherits this environment; it runs in the notebook's folder
+        os.environ[DB_ENV] = db if "://" in db else str(Path(db).resolve())
     nb = _load(notebook)
     out = output if output is not None else default_output(notebook)
     inject_parameters(nb, parse_parameters(parameter or []), kernel)

@@ -152,3 +152,23 @@ def test_run_injects_nan_and_infinity_into_a_real_kernel(tmp_path: Path) -> None
     done = notebook_cli("run", str(path), "-p", "x=NaN", "-p", "y=Infinity")
     assert done.returncode == 0, done.stderr
     assert "ok: " in done.stdout
+
+
+def test_run_gives_the_kernel_the_global_database(tmp_path: Path) -> None:
+    path = write_notebook(
+        tmp_path,
+        [
+            "%load_ext romancy_nb",
+            WORKFLOW,
+            "import romancy_nb as rn\napp = rn.current_app()\n"
+            "assert await app.result(await app.start(nb_edge_flow, 5)) == 5",
+        ],
+    )
+    database = tmp_path / "elsewhere" / "runs.db"
+    database.parent.mkdir()
+    done = notebook_cli("--db", str(database), "run", str(path))
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "romancy.db").exists()
+    done = notebook_cli("list", "--db", str(database), "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"nb_edge_flow"' in done.stdout
