@@ -11,17 +11,13 @@ while the other holds its first — delivering them out of order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from romancy_nb.store.outbox import COLUMNS, list_query
 from romancy_nb.store.postgres.connections import Connection, Connections
 from romancy_nb.store.protocol import OutboxEvent, OutboxOutcome, OutboxRecord
 
 _CLAIM_LOCK = 0x726F6F62  # 'roob': the advisory lock key of outbox claims
 
-COLUMNS = (
-    "seq, event_id, instance_id, step_id, event_type, data, attributes, created_at, status, "
-    "attempts, next_attempt_at, last_error, delivered_at"
-)
 _INSERT = (
     "INSERT INTO outbox_events (event_id, instance_id, step_id, event_type, data, attributes, "
     "created_at, next_attempt_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
@@ -78,19 +74,7 @@ class OutboxQueries:
             )
 
     def find(self, status: str | None, instance_id: str | None, limit: int) -> list[OutboxRecord]:
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        if instance_id is not None:
-            where.append("instance_id = %s")
-            args.append(instance_id)
-        sql = f"SELECT {COLUMNS} FROM outbox_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT %s"
-        args.append(limit)
+        sql, args = list_query(status, instance_id, limit, "%s")
         return [OutboxRecord(*row) for row in self._c.rows(sql, args)]
 
 

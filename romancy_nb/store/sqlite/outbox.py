@@ -15,17 +15,13 @@ must wait, so no event overtakes an earlier one of the same instance.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import apsw
 
+from romancy_nb.store.outbox import COLUMNS, list_query
 from romancy_nb.store.protocol import OutboxEvent, OutboxOutcome, OutboxRecord
 from romancy_nb.store.sqlite.connections import Connections
 
-COLUMNS = (
-    "seq, event_id, instance_id, step_id, event_type, data, attributes, created_at, status, "
-    "attempts, next_attempt_at, last_error, delivered_at"
-)
 _INSERT = (
     "INSERT OR IGNORE INTO outbox_events (event_id, instance_id, step_id, event_type, data, "
     "attributes, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?)"
@@ -79,19 +75,7 @@ class OutboxQueries:
             )
 
     def find(self, status: str | None, instance_id: str | None, limit: int) -> list[OutboxRecord]:
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if instance_id is not None:
-            where.append("instance_id = ?")
-            args.append(instance_id)
-        sql = f"SELECT {COLUMNS} FROM outbox_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
+        sql, args = list_query(status, instance_id, limit, "?")
         return [OutboxRecord(*row) for row in self._c.rows(sql, args)]
 
 
