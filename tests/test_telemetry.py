@@ -260,3 +260,19 @@ async def test_a_start_inside_a_span_joins_its_trace(store_url: str, telemetry: 
     [workflow] = telemetry.finished("workflow")
     assert workflow.context.trace_id == request.get_span_context().trace_id
     assert _parent(workflow) == request.get_span_context().span_id
+
+
+async def test_a_run_this_worker_recovers_is_not_a_child_of_what_was_current(
+    store_url: str, telemetry: Telemetry
+) -> None:
+    # A client that runs nothing starts the instance; a worker picks it up while it opens
+    # inside an unrelated span. The run was not caused by that span: a trace of its own.
+    tracer = telemetry.tracer_provider.get_tracer("caller")
+    async with rn.App(store_url, max_concurrent=0) as client:
+        iid = await client.start(ot_two_steps)
+    with tracer.start_as_current_span("unrelated") as unrelated:
+        async with rn.App(store_url, hooks=telemetry.hooks()) as worker:
+            await worker.result(iid, timeout=30)
+    [workflow] = telemetry.finished("workflow")
+    assert workflow.parent is None
+    assert workflow.context.trace_id != unrelated.get_span_context().trace_id

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from romancy_nb.engine.retry import RetryPolicy
     from romancy_nb.engine.wakeups import Waker
     from romancy_nb.store import InstanceRecord, StepRecord, Store
-    from romancy_nb.store.protocol import WaitSpec
+    from romancy_nb.store.protocol import WaitSpec, WokenRun
 
 log = logging.getLogger("romancy_nb")
 
@@ -222,8 +223,13 @@ class Instances:
         """The tasks of the runs here that have not ended."""
         return [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
 
-    def launch(self, run: WorkflowRun) -> None:
-        run.task = self._loop.create_task(run.run(), name=f"romancy:{run.instance_id}")
+    def launch(self, run: WorkflowRun, *, detached: bool = False) -> None:
+        """Run it here. ``detached``: in a context of its own, not the caller's — a run
+        recovery picked up was not caused by whatever code is current (its trace span)."""
+        context = contextvars.Context() if detached else None
+        run.task = self._loop.create_task(
+            run.run(), name=f"romancy:{run.instance_id}", context=context
+        )
         self._runs[run.instance_id] = run
         run.task.add_done_callback(functools.partial(self._finished, run))
         waiter = self._launch_waiters.pop(run.instance_id, None)
@@ -318,6 +324,21 @@ class Instances:
             wf,
             record.instance_id,
             record.input,
+            status=record.status,
+            stored_error=record.error,
+            cancel_reason=record.cancel_reason,
+        )
+
+    def woken_run(self, wf: Workflow[Any, Any], woken: WokenRun) -> WorkflowRun:
+        """A run of an instance ``Store.wake`` just woke, from what the wake read back."""
+        record = woken.record
+        return WorkflowRun(
+            self,
+            wf,
+            record.instance_id,
+            input_json=record.input,
+            history=woken.history,
+            attempts=woken.attempts,
             status=record.status,
             stored_error=record.error,
             cancel_reason=record.cancel_reason,
@@ -436,7 +457,7 @@ class Instances:
             if wf is None:  # redefined away meanwhile: leave it to others
                 await self._gate.call(self._store.release_instance, iid, self._worker_id)
                 return False
-            self.launch(await self.resumed_run(wf, record))
+            self.launch(await self.resumed_run(wf, record), detached=True)
         return True
 
     async def _gone_workers(self, now: float) -> list[str]:
