@@ -83,6 +83,7 @@ app.command("get", cls=Command)(commands.get_command)
 app.command("history", cls=Command)(commands.history_command)
 app.command("cancel", cls=Command)(commands.cancel_command)
 app.command("event", cls=Command)(event_command)
+app.command("outbox", cls=Command)(commands.outbox_command)
 app.command("migrate", cls=Command)(commands.migrate_command)
 # Time travel (romancy_nb.cli.travel).
 app.command("replay", cls=Command)(replay_command)

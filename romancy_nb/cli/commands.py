@@ -21,7 +21,12 @@ from romancy_nb.cli.common import (
     stdout,
 )
 from romancy_nb.engine.ids import instance_id_problem
-from romancy_nb.store.protocol import ACTIVE_STATUSES, FINAL_STATUSES, WAITING_STATUSES
+from romancy_nb.store.protocol import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    OUTBOX_STATUSES,
+    WAITING_STATUSES,
+)
 
 STATUSES = (*ACTIVE_STATUSES, *WAITING_STATUSES, *FINAL_STATUSES)
 """Every status an instance can have: what ``list --status`` accepts."""
@@ -235,6 +240,55 @@ def cancel_command(
 async def _cancel(app: rn.App, instance_id: str, reason: str) -> str:
     async with app:
         return await app.cancel(instance_id, reason)
+
+
+def _outbox_status(value: str | None) -> str | None:
+    if value is not None and value not in OUTBOX_STATUSES:
+        raise typer.BadParameter(
+            f"{value!r} is not an outbox status; use one of {', '.join(OUTBOX_STATUSES)}"
+        )
+    return value
+
+
+@handle_errors
+def outbox_command(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            "-s",
+            callback=_outbox_status,
+            help=f"Only this status: {', '.join(OUTBOX_STATUSES)}.",
+        ),
+    ] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Only the events of this instance.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many, newest.")] = 20,
+    json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """List the events activities sent through the outbox (ctx.send_event), newest first,
+    and how their delivery goes: pending, delivered or failed, attempts, last error.
+
+    Examples:
+
+      romancy-nb outbox --status failed
+
+      romancy-nb outbox --instance order-7 --json
+    """
+    path = resolve_db(ctx, db)
+    with open_app(path) as app:
+        events = app.list_outbox(status=status, instance_id=instance, limit=limit)
+    if json:
+        render.echo_json({"events": [render.outbox_json(event) for event in events]})
+        return
+    out = stdout()
+    if not events:
+        out.print("no outbox events" + (" match" if status or instance else ""))
+        return
+    out.print(render.outbox_table(events))
 
 
 @handle_errors

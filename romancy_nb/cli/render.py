@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -21,6 +21,7 @@ from romancy_nb.describe import (
     step_outcome,
     with_previous_end,
 )
+from romancy_nb.store.protocol import OutboxRecord
 
 STATUS_STYLES = {
     "completed": "green",
@@ -28,6 +29,8 @@ STATUS_STYLES = {
     "cancelled": "yellow",
     "compensating": "magenta",
     "running": "cyan",
+    "pending": "cyan",
+    "delivered": "green",
 }
 
 
@@ -62,6 +65,31 @@ def page_json(page: rn.InstancePage) -> dict[str, Any]:
         "instances": [instance_json(i) for i in page.instances],
         "next_page_token": page.next_page_token,
     }
+
+
+def outbox_json(event: OutboxRecord) -> dict[str, Any]:
+    """An outbox event: its CloudEvents attributes and data decoded, times in ISO 8601."""
+    attributes = json.loads(event.attributes)
+    return {
+        "seq": event.seq,
+        "id": event.event_id,
+        "type": event.event_type,
+        "source": attributes.get("source"),
+        "subject": attributes.get("subject"),
+        "instance_id": event.instance_id,
+        "step_id": event.step_id,
+        "data": json.loads(event.data),
+        "status": event.status,
+        "attempts": event.attempts,
+        "last_error": event.last_error,
+        "created_at": _utc(event.created_at),
+        "next_attempt_at": _utc(event.next_attempt_at) if event.status == "pending" else None,
+        "delivered_at": _utc(event.delivered_at) if event.delivered_at is not None else None,
+    }
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def echo_json(data: Any) -> None:
@@ -110,6 +138,28 @@ def instances_table(instances: Iterable[rn.InstanceInfo]) -> Table:
             status(info.status),
             when(info.created_at),
             when(info.updated_at),
+        )
+    return table
+
+
+def outbox_table(events: Iterable[OutboxRecord]) -> Table:
+    table = _table()
+    table.add_column("event", overflow="fold", min_width=8)
+    table.add_column("type", overflow="fold", min_width=8)
+    table.add_column("instance", overflow="fold", min_width=8)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    for event in events:
+        table.add_row(
+            event.event_id,
+            event.event_type,
+            event.instance_id,
+            status(event.status),
+            str(event.attempts),
+            when(datetime.fromtimestamp(event.created_at, UTC)),
+            event.last_error or "",
         )
     return table
 

@@ -479,3 +479,46 @@ def test_readme_documents_every_command_and_nothing_else() -> None:
         known = {opt for param in commands[name].params for opt in param.opts}
         assert set(options) <= known, (name, set(options) - known)
         assert cli(name, "--help").exit_code == 0
+
+
+# the outbox
+
+
+@rn.activity(transactional=False)
+def cli_announce(ctx: rn.ActivityContext, n: int) -> None:
+    ctx.send_event("cli.placed", {"n": n}, subject=f"order-{n}")
+
+
+@rn.workflow
+async def cli_announcing(ctx: rn.WorkflowContext, n: int) -> None:
+    await cli_announce(ctx, n)
+
+
+def test_outbox_lists_the_events_activities_sent(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    assert cli("outbox", "--db", str(db)).exit_code == 3  # no such database
+    app = rn.App(db)
+    app.ensure_schema()
+    empty = cli("outbox", "--db", str(db))
+    assert empty.exit_code == 0, empty.output
+    assert "no outbox events" in empty.output
+    for n in (1, 2):
+        app.run(cli_announcing, n)
+
+    table = cli("outbox", "--db", str(db))
+    assert table.exit_code == 0, table.output
+    assert table.output.count("cli.placed") == 2 and "pending" in table.output
+    result = cli("outbox", "--db", str(db), "--json", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    (newest,) = json.loads(result.output)["events"]
+    assert (newest["type"], newest["subject"], newest["data"]) == (
+        "cli.placed",
+        "order-2",
+        {"n": 2},
+    )
+    assert (newest["status"], newest["attempts"], newest["delivered_at"]) == ("pending", 0, None)
+    assert newest["source"] == "romancy_nb/cli_announcing"
+    none = cli("outbox", "--db", str(db), "--status", "failed")
+    assert none.exit_code == 0 and "no outbox events match" in none.output
+    bad = cli("outbox", "--db", str(db), "--status", "sent")
+    assert bad.exit_code == 2 and "not an outbox status" in bad.output
