@@ -39,6 +39,9 @@ def demo_command(
             show_default=False,
         ),
     ] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print the two instances and their histories as JSON.")
+    ] = False,
 ) -> None:
     """Run an order saga end to end: one order completes, one fails and is compensated.
 
@@ -50,18 +53,36 @@ def demo_command(
 
     path = _demo_db(ctx, db)
     out = stdout()
-    out.print(Text.assemble(("romancy-nb demo", "bold"), f": an order saga, stored in {path}"))
-    out.print()
+    if not json:
+        out.print(Text.assemble(("romancy-nb demo", "bold"), f": an order saga, stored in {path}"))
+        out.print()
     previous = orders.say
-    orders.say = lambda line: out.print(Text(line, style="dim"))
+    orders.say = (lambda line: None) if json else (lambda line: out.print(Text(line, style="dim")))
     try:
         outcomes = orders.run_demo(path)
     finally:
         orders.say = previous
-    out.print()
     with open_app(path) as app:
         infos = [app.get_instance(iid) for iid, _ in outcomes]
         histories = [app.get_history(iid) for iid, _ in outcomes]
+    statuses = sorted(info.status for info in infos)
+    expected = statuses == ["completed", "failed"]
+    if json:
+        instances = [
+            {**render.instance_json(info), "history": [render.step_json(s) for s in steps]}
+            for info, steps in zip(infos, histories, strict=True)
+        ]
+        render.echo_json({"db": path, "instances": instances})
+    else:
+        out.print()
+        _show(out, path, infos, histories)
+    if not expected:
+        raise CliError(f"the demo did not end as expected: statuses {statuses}")
+
+
+def _show(
+    out: Console, path: str, infos: list[rn.InstanceInfo], histories: list[list[rn.StepInfo]]
+) -> None:
     for info, steps in zip(infos, histories, strict=True):
         title = Text.assemble((info.instance_id, "bold"), "  ", render.status(info.status))
         out.print(title)
@@ -70,9 +91,6 @@ def demo_command(
         out.print(render.history_table(steps))
         out.print()
     _explain(out, path, infos, histories)
-    statuses = sorted(info.status for info in infos)
-    if statuses != ["completed", "failed"]:
-        raise CliError(f"the demo did not end as expected: statuses {statuses}")
 
 
 def _explain(

@@ -130,6 +130,21 @@ def test_demo_twice_on_one_database_starts_new_instances(tmp_path: Path) -> None
         assert len(app.list_instances()) == 4
 
 
+def test_demo_json_is_the_two_instances_and_their_histories(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    result = cli("demo", "--db", str(db), "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)  # the narrative is left out: only the document
+    assert shown["db"] == str(db)
+    with store(db) as app:
+        for instance in shown["instances"]:
+            stored = app.get_instance(instance["instance_id"])
+            assert instance["status"] == stored.status
+            steps = [s.step_id for s in app.get_history(stored.instance_id)]
+            assert [s["step_id"] for s in instance["history"]] == steps
+    assert sorted(i["status"] for i in shown["instances"]) == ["completed", "failed"]
+
+
 # list, get, history
 
 
