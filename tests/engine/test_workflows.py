@@ -134,8 +134,12 @@ def test_app_run_in_a_script(store_url: str) -> None:
 
 
 async def test_app_run_refuses_a_running_loop(store_url: str) -> None:
-    with pytest.raises(RuntimeError, match="await app.start"):
-        rn.App(store_url).run(wf_quote, Item(sku="G", qty=1))
+    app = rn.App(store_url)
+    try:
+        with pytest.raises(RuntimeError, match="await app.start"):
+            app.run(wf_quote, Item(sku="G", qty=1))
+    finally:
+        await app.close()  # never opened: closes its store (a PostgreSQL pool's threads)
 
 
 def test_calling_an_activity_without_a_workflow_context_explains() -> None:
