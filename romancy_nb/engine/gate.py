@@ -18,7 +18,11 @@ Two promises live in this one place:
 A store whose calls may block on the network (``Store.inline`` false) is called from a few
 threads of the gate instead, so the loop stays responsive whatever the backend, and the
 calls of concurrent runs are in flight together (on PostgreSQL their commits then share
-the server's WAL flushes instead of waiting for one another).
+the server's WAL flushes instead of waiting for one another). Such a store may make some
+calls on the loop itself without blocking it (``store.loop_call(name)``: a coroutine
+function, or None): PostgreSQL's per-step statement, whose hand-off to a thread and back
+costs as much as its round trip. It returns ``ON_A_THREAD`` when it cannot, and the call
+goes to a thread as any other.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from romancy_nb.engine.signals import StoreFault
 from romancy_nb.errors import StoreError
+from romancy_nb.store.protocol import ON_A_THREAD
 
 log = logging.getLogger("romancy_nb")
 
@@ -111,6 +116,13 @@ class StoreGate:
                 await self._pause(FIRST_DELAY)
         return await self._retrying(not self._inline, method, *args, **kwargs)
 
+    @staticmethod
+    def _on_loop(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
+        """The store's own way to make ``method`` on the event loop, if it has one
+        (``loop_call``: PostgreSQL's per-step statement, ``store/postgres/aio.py``)."""
+        finder = getattr(getattr(method, "__self__", None), "loop_call", None)
+        return None if finder is None else finder(getattr(method, "__name__", ""))
+
     async def request(self, method: Callable[..., T], *args: Any, blocking: bool = False) -> T:
         """As :meth:`call` (``blocking``: :meth:`call_blocking`), for a caller with no run to
         pause — a management call: a non-transient fault is raised as the
@@ -132,10 +144,15 @@ class StoreGate:
         delay = FIRST_DELAY
         waited = 0.0
         warned = False
+        on_loop = self._on_loop(method) if in_thread else None
         while True:
             try:
                 if not in_thread:
                     return method(*args, **kwargs)
+                if on_loop is not None:
+                    result = await on_loop(*args, **kwargs)
+                    if result is not ON_A_THREAD:
+                        return result  # type: ignore[no-any-return]
                 return await self._in_thread(method, *args, **kwargs)
             except StoreError as error:
                 if not error.transient:

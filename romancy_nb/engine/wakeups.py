@@ -135,19 +135,19 @@ class Waker:
             if not free:
                 return False
             try:
+                # one call: the wait ends, and what the replay needs is read back
                 woken = await self.gate.call(
                     self.store.wake, iid, wakeup.step_id, instances.worker_id, now
                 )
-                if not woken:
+                if woken is None:
                     return False
                 # From here this worker holds the lease: if the store fails before the run
                 # is launched, recovery finds the instance leased here with no run.
                 wf = instances.registry.find_workflow(wakeup.workflow_name)
-                record = await self.gate.call(self.store.get_instance, iid)
-                if wf is None or record is None:  # redefined away meanwhile: leave it to others
+                if wf is None:  # redefined away meanwhile: leave it to others
                     await self.gate.call(self.store.release_instance, iid, instances.worker_id)
                     return False
-                instances.launch(await instances.resumed_run(wf, record))
+                instances.launch(instances.woken_run(wf, woken))
                 return True
             except (RomancyError, StoreFault) as error:
                 log.warning(
@@ -207,8 +207,8 @@ class Waker:
 
     async def deliver_channel(self, channel: str) -> int:
         """Wake the instances waiting on ``channel`` that have a message there now."""
-        if self.closed:
-            return 0
+        if self.closed or self.instances.capacity() < 1:
+            return 0  # nothing could be woken here (a client: max_concurrent=0; or full)
         try:
             wakeups, _ = await self.gate.call(self.store.message_wakeups, 0, self.names(), channel)
         except (RomancyError, StoreFault) as error:
@@ -239,6 +239,10 @@ class Waker:
             self.timers.schedule(hint.next_fire_at)
 
     async def _deliver_new(self) -> None:
+        if self.instances.capacity() < 1:
+            # Nothing could be woken here: no need to look (``_seen`` stays, so a later
+            # look, with room, covers these messages too).
+            return
         try:
             wakeups, newest = await self.gate.call(
                 self.store.message_wakeups, self._seen, self.names()

@@ -192,6 +192,21 @@ class Wakeup(NamedTuple):
     step_id: str
 
 
+ON_A_THREAD: Any = type("OnAThread", (), {"__repr__": lambda self: "ON_A_THREAD"})()
+"""What a store's loop call (``loop_call``, see ``engine/gate.py``) returns when it cannot
+make the call on the event loop now: the engine makes it from a thread instead."""
+
+
+class WokenRun(NamedTuple):
+    """What a successful ``wake`` returns: the instance as the wake left it (running,
+    leased to the waker), its history (the ended wait's step last) and its attempts, read
+    in the wake's own transaction: what the engine needs to replay it, in the same call."""
+
+    record: InstanceRecord
+    history: list[StepRecord]
+    attempts: list[AttemptRecord]
+
+
 class ChangeHint(NamedTuple):
     """What a change watcher reports: the newest message id and the earliest timer, and
     whether instances may have become runnable (started for any worker, released, their
@@ -456,12 +471,14 @@ class Store(Protocol):
         step instead, keep the lease and return it: the caller replays at once.
         """
 
-    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
+    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> WokenRun | None:
         """End a suspended instance's wait if it can end now, in one transaction.
 
         Consume the message (or note the timer), record the wait's step, drop the wait, set
-        the instance running and give its lease to ``owner``. False, nothing written, if the
-        instance is not waiting on that step, is leased, or has nothing to wake it.
+        the instance running and give its lease to ``owner``; return the instance, its
+        history and attempts as they are then (see :class:`WokenRun`). None, nothing
+        written, if the instance is not waiting on that step, is leased, or has nothing to
+        wake it.
         """
 
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:

@@ -21,9 +21,9 @@ too (they usually died with the same server), from a thread, so the caller never
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -34,9 +34,13 @@ from romancy_nb.errors import DatabaseLockedError, StoreError
 from romancy_nb.store.postgres.translate import is_connection_loss, translate
 
 Connection = psycopg.Connection[TupleRow]
+T = TypeVar("T")
 
 _SERVER_ENDED_SESSION = ("57P01", "57P02")
 """admin_shutdown, crash_shutdown: see :meth:`Connections._fail_unless_stale`."""
+
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+"""See :meth:`Connections.pipelined` (``generic``); ends with the transaction."""
 
 _KEEPALIVES = {
     "keepalives": 1,
@@ -89,6 +93,15 @@ class Connections:
         self._max_size = max_size
         self._checking = threading.Lock()
 
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def connect_kwargs(self) -> dict[str, Any]:
+        """What every connection of the store is opened with (timeouts, keepalives)."""
+        return dict(self._connect_kwargs)
+
     # statements
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -131,6 +144,75 @@ class Connections:
         finally:
             self.give_back(connection)
 
+    def pipelined(
+        self, work: Callable[[Connection], Callable[[], T]], *, generic: bool = False
+    ) -> T:
+        """One transaction in psycopg's pipeline mode: ``work(connection)`` sends its
+        statements and returns how to read its answer, called once the transaction has
+        committed (the cursors it reads hold their results by then).
+
+        ``BEGIN`` travels with the first statements, and a statement whose result
+        ``work`` does not read waits for the next read, or for the ``COMMIT``, and goes
+        with it: a transaction costs one round trip per result it must see before it
+        can go on, plus one for the rest and the commit — not one per statement.
+
+        ``generic``: every statement is prepared at its first use on a connection and
+        planned once for any parameters (``plan_cache_mode = force_generic_plan`` for this
+        transaction), so a connection plans it only once. Only for statements whose best
+        plan does not depend on the values (key lookups): the planner of a statement like
+        ``message_wakeups`` costs more than its execution, and more than a round trip.
+
+        Rolled back on any error. A connection the server ended before it ran anything
+        (restarted) is replaced and ``work`` run again, as :meth:`begin` does: nothing of
+        it ran, so it cannot run twice.
+        """
+        for _ in self._attempts():
+            connection = self._getconn(None)
+            threshold = connection.prepare_threshold
+            try:
+                with connection.pipeline():
+                    connection.execute("BEGIN")
+                    if generic:
+                        connection.execute(GENERIC_PLANS)
+                        connection.prepare_threshold = 0
+                    read = work(connection)
+                    connection.prepare_threshold = threshold
+                    connection.execute("COMMIT")
+                return read()
+            except psycopg.Error as error:
+                self._roll_back(connection)
+                self._fail_unless_stale(error)
+            except BaseException:
+                self._roll_back(connection)
+                raise
+            finally:
+                connection.prepare_threshold = threshold
+                self.give_back(connection)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    @staticmethod
+    def _roll_back(connection: Connection) -> None:
+        if connection.closed:
+            return
+        if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with suppress(psycopg.Error):
+                connection.execute("ROLLBACK")
+
+    def _getconn(self, timeout: float | None) -> Connection:
+        """A pooled connection (see :meth:`begin` for ``timeout``)."""
+        try:
+            return self._pool.getconn(self._timeout if timeout is None else timeout)
+        except psycopg_pool.PoolTimeout as error:
+            if timeout is None:
+                self.fail(error)
+            raise DatabaseLockedError(
+                f"no free connection to {self.where} within {timeout} s (every pooled "
+                "connection is in use); the caller retries.",
+                path=self.where,
+            ) from error
+        except psycopg.Error as error:
+            self.fail(error)
+
     def begin(self, timeout: float | None = None) -> Connection:
         """A pooled connection in a new transaction (``BEGIN`` sent); a session's, or
         :meth:`transaction`'s. Give it back with :meth:`give_back`.
@@ -141,18 +223,7 @@ class Connections:
         :meth:`fail` makes, which would connect from the caller's thread.
         """
         for _ in self._attempts():
-            try:
-                connection = self._pool.getconn(self._timeout if timeout is None else timeout)
-            except psycopg_pool.PoolTimeout as error:
-                if timeout is None:
-                    self.fail(error)
-                raise DatabaseLockedError(
-                    f"no free connection to {self.where} within {timeout} s (every pooled "
-                    "connection is in use); the caller retries.",
-                    path=self.where,
-                ) from error
-            except psycopg.Error as error:
-                self.fail(error)
+            connection = self._getconn(timeout)
             try:
                 connection.execute("BEGIN")
                 return connection
@@ -229,4 +300,4 @@ class Connections:
         self._pool.close()
 
 
-__all__ = ["Connection", "Connections", "describe"]
+__all__ = ["GENERIC_PLANS", "Connection", "Connections", "describe"]

@@ -53,6 +53,13 @@ STEP_COLUMNS = (
     "instance_id, seq, step_id, kind, name, status, input, output, error, attempts, "
     "started_at, finished_at"
 )
+SELECT_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM workflow_instances"
+SELECT_HISTORY = f"SELECT {STEP_COLUMNS} FROM workflow_history WHERE instance_id = %s ORDER BY seq"
+"""An instance's history in recording order (one range of the primary key)."""
+SELECT_ATTEMPTS = (
+    "SELECT instance_id, step_id, attempt, error, at FROM step_attempts "
+    "WHERE instance_id = %s ORDER BY step_id, attempt"
+)
 INSERT_STEP = (
     f"INSERT INTO workflow_history ({STEP_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 )
@@ -116,6 +123,9 @@ __all__ = [
     "NEWEST_MESSAGE",
     "NOW",
     "RECORD_STEP",
+    "SELECT_ATTEMPTS",
+    "SELECT_HISTORY",
+    "SELECT_INSTANCE",
     "STEP_COLUMNS",
     "WAITING",
     "lease_lost",

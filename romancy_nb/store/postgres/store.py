@@ -15,15 +15,16 @@ channels, events, groups, recur), ``travel.py`` (rewind, rollback, fork), ``outb
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
 from romancy_nb.store.postgres import outbox, schema
+from romancy_nb.store.postgres.aio import LoopCalls
 from romancy_nb.store.postgres.connections import Connection, Connections
 from romancy_nb.store.postgres.instances import InstanceQueries
-from romancy_nb.store.postgres.sql import RECORD_STEP, STEP_COLUMNS
+from romancy_nb.store.postgres.sql import RECORD_STEP, SELECT_ATTEMPTS, SELECT_HISTORY
 from romancy_nb.store.postgres.travel import HistoryEdits
 from romancy_nb.store.postgres.waiting import WaitingQueries
 from romancy_nb.store.postgres.watch import NotifyWatcher
@@ -42,9 +43,13 @@ from romancy_nb.store.protocol import (
     TableRows,
     WaitSpec,
     Wakeup,
+    WokenRun,
     WorkerRecord,
 )
 
+_LOOP_CONNECTIONS = 8
+"""Connections of the calls made on the event loop (``aio.py``): as many steps as a busy
+worker keeps in flight, like the gate's threads."""
 _SESSION_WAIT = 0.005
 """Seconds an activity on the event loop (``open_session(wait=False)``) waits for a free
 pooled connection before the engine pauses it and tries again."""
@@ -132,12 +137,21 @@ class PostgresStore:
         self._edits = HistoryEdits(self._c)
         self._outbox = outbox.OutboxQueries(self._c)
         self._migrations = schema.shipped()
+        self._on_loop = LoopCalls(url, self._c.connect_kwargs, self.where, _LOOP_CONNECTIONS)
+
+    def loop_call(self, name: str) -> Callable[..., Awaitable[Any]] | None:
+        """The coroutine function making the method ``name`` on the caller's event loop
+        instead of a thread, if there is one (``aio.py``: ``record_step``, and the first two
+        calls of a wake-up by message); the engine's gate asks. It returns ``ON_A_THREAD``
+        when the call must go to a thread after all."""
+        return self._on_loop.call(name)
 
     def connect(self) -> Connection:
         """A connection of its own to the store's database (autocommit), for your queries."""
         return self._c.connect()
 
     def close(self) -> None:
+        self._on_loop.close()
         self._c.close()
 
     def migrate(self) -> list[str]:
@@ -223,19 +237,10 @@ class PostgresStore:
     # history
 
     def load_history(self, instance_id: str) -> list[StepRecord]:
-        rows = self._c.rows(
-            f"SELECT {STEP_COLUMNS} FROM workflow_history WHERE instance_id = %s ORDER BY seq",
-            (instance_id,),
-        )
-        return [StepRecord(*row) for row in rows]
+        return [StepRecord(*row) for row in self._c.rows(SELECT_HISTORY, (instance_id,))]
 
     def load_attempts(self, instance_id: str) -> list[AttemptRecord]:
-        rows = self._c.rows(
-            "SELECT instance_id, step_id, attempt, error, at FROM step_attempts "
-            "WHERE instance_id = %s ORDER BY step_id, attempt",
-            (instance_id,),
-        )
-        return [AttemptRecord(*row) for row in rows]
+        return [AttemptRecord(*row) for row in self._c.rows(SELECT_ATTEMPTS, (instance_id,))]
 
     def record_step(self, step: StepRecord, owner: str, events: Sequence[OutboxEvent] = ()) -> bool:
         if not events:
@@ -299,7 +304,7 @@ class PostgresStore:
     ) -> StepRecord | None:
         return self._waiting.suspend(instance_id, owner, status, waits, seq, now)
 
-    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
+    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> WokenRun | None:
         return self._waiting.wake(instance_id, step_id, owner, now)
 
     def due_timers(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:

@@ -14,7 +14,8 @@ transaction, made safe for many workers at once by the locks ``sql.py`` describe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from romancy_nb.errors import ChannelModeConflictError, ChannelNotSubscribedError
 from romancy_nb.store.postgres.connections import Connection, Connections
@@ -24,6 +25,9 @@ from romancy_nb.store.postgres.sql import (
     MESSAGE_COLUMNS,
     NEWEST_MESSAGE,
     NOW,
+    SELECT_ATTEMPTS,
+    SELECT_HISTORY,
+    SELECT_INSTANCE,
     STEP_COLUMNS,
     WAITING,
     lease_lost,
@@ -32,10 +36,13 @@ from romancy_nb.store.postgres.sql import (
 )
 from romancy_nb.store.protocol import (
     ArchivedRun,
+    AttemptRecord,
+    InstanceRecord,
     MessageRecord,
     StepRecord,
     WaitSpec,
     Wakeup,
+    WokenRun,
     message_output,
     timer_output,
 )
@@ -70,7 +77,7 @@ _WAKEABLE = (
     f"i.status IN {WAITING} AND i.lock_owner IS NULL AND i.cancel_reason IS NULL "
     "AND i.workflow_name = ANY(%s)"
 )
-_MESSAGE_WAKEUPS = (
+MESSAGE_WAKEUPS = (
     "SELECT n.last_id, x.channel, x.instance_id, x.workflow_name, x.step_id, x.mode, x.available "
     "FROM channel_message_ids n LEFT JOIN LATERAL (SELECT w.channel, w.instance_id, "
     "i.workflow_name, w.step_id, s.mode, (SELECT count(*) FROM channel_messages m "
@@ -89,6 +96,26 @@ _END_WAIT = (
     "least(coalesce((SELECT created_at FROM registered), %s::float8), %s::float8),%s "
     "RETURNING started_at"
 )
+_WAKE_LOCK = (
+    "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
+    "JOIN workflow_instances i ON i.instance_id = w.instance_id "
+    f"WHERE w.instance_id = %s AND w.step_id = %s AND i.status IN {WAITING} "
+    "AND i.lock_owner IS NULL AND i.cancel_reason IS NULL FOR UPDATE OF i"
+)
+"""A wake's first statement: lock the instance if it still waits, unleased, on the step."""
+_WAKE_STATE = (
+    "SELECT EXISTS (SELECT 1 FROM workflow_history WHERE instance_id = %s AND step_id = %s), "
+    "(SELECT coalesce(max(seq), 0) + 1 FROM workflow_history WHERE instance_id = %s), "
+    "s.mode, s.cursor FROM (SELECT 1) AS one LEFT JOIN channel_subscriptions s "
+    "ON s.instance_id = %s AND s.channel = (SELECT channel FROM waits w "
+    "WHERE w.instance_id = s.instance_id AND w.step_id = %s)"
+)
+"""Sent with the lock: whether the step is recorded already (a stale wait), the next
+``seq``, and the subscription of the wait's channel (NULLs without one)."""
+_WAKE_LEASE = (
+    "UPDATE workflow_instances SET status = 'running', lock_owner = %s, updated_at = %s "
+    "WHERE instance_id = %s"
+)
 _RECUR = (
     f"WITH moved AS (DELETE FROM workflow_history WHERE instance_id = %s "
     f"RETURNING {STEP_COLUMNS}), "
@@ -106,7 +133,7 @@ _RECUR = (
 )
 """A recur in one statement: PostgreSQL runs every data-modifying part of a WITH to
 completion, in one snapshot (the history it moves is the history it deletes)."""
-_PUBLISH = (
+PUBLISH = (
     "INSERT INTO channel_messages (message_id, channel, target_instance_id, data, metadata, "
     "sender_instance_id, created_at) SELECT %s,%s,%s,%s,%s,%s,%s "
     f"FROM (SELECT pg_advisory_xact_lock({CHANNEL_LOCKS}, hashtext(%s))) AS locked "
@@ -114,6 +141,37 @@ _PUBLISH = (
 )
 """One statement: the channel's lock (see ``sql.py``), then the insert, whose trigger takes
 the message id; in autocommit both locks last until the statement commits."""
+
+
+def message_wakeups_args(
+    after_id: int, workflows: Sequence[str], channel: str | None
+) -> tuple[object, ...]:
+    """The parameters of :data:`MESSAGE_WAKEUPS`."""
+    return (after_id, channel, channel, list(workflows))
+
+
+def found_wakeups(
+    rows: list[tuple[Any, ...]], after_id: int, channel: str | None
+) -> tuple[list[Wakeup], int]:
+    """``message_wakeups``'s answer from the rows of :data:`MESSAGE_WAKEUPS`."""
+    newest = after_id if channel is not None else rows[0][0]
+    found: list[Wakeup] = []
+    for _, waiters in itertools.groupby((r for r in rows if r[1] is not None), lambda r: r[1]):
+        listed = list(waiters)
+        if len(listed) > 1 and listed[0][5] == "competing":
+            # A competing message wakes one waiter: no more waiters than messages.
+            listed = listed[: listed[0][6]]
+        found.extend(Wakeup(*row[2:5]) for row in listed)
+    return found, newest
+
+
+def publish_args(message: MessageRecord) -> tuple[object, ...]:
+    """The parameters of :data:`PUBLISH`."""
+    return (*message[1:], message.channel)
+
+
+def _nothing() -> None:
+    """The answer of a wake that woke nothing."""
 
 
 class WaitingQueries:
@@ -177,6 +235,15 @@ class WaitingQueries:
         return None
 
     @staticmethod
+    def _end_wait_args(
+        instance_id: str, wait: WaitSpec, seq: int, status: str, output: str, now: float
+    ) -> tuple[object, ...]:
+        return (
+            instance_id, wait.step_id, instance_id, seq, wait.step_id, wait.kind, wait.name,
+            status, wait.input, output, now, now, now,
+        )  # fmt: skip
+
+    @staticmethod
     def _end_wait(
         db: Connection,
         instance_id: str,
@@ -189,10 +256,8 @@ class WaitingQueries:
         # A wait's step spans the wait: from when it was registered (now, if it is
         # answered as it is asked) to now. One statement drops the wait and records it.
         row = db.execute(
-            _END_WAIT,
-            (instance_id, wait.step_id, instance_id, seq, wait.step_id, wait.kind, wait.name,
-             status, wait.input, output, now, now, now),
-        ).fetchone()  # fmt: skip
+            _END_WAIT, WaitingQueries._end_wait_args(instance_id, wait, seq, status, output, now)
+        ).fetchone()
         assert row is not None
         step = StepRecord(
             instance_id, seq, wait.step_id, wait.kind, wait.name, status, wait.input, output,
@@ -275,41 +340,57 @@ class WaitingQueries:
             )
         return None
 
-    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
-        with self._c.transaction() as db:
-            row = db.execute(
-                "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
-                "JOIN workflow_instances i ON i.instance_id = w.instance_id "
-                f"WHERE w.instance_id = %s AND w.step_id = %s AND i.status IN {WAITING} "
-                "AND i.lock_owner IS NULL AND i.cancel_reason IS NULL FOR UPDATE OF i",
-                (instance_id, step_id),
-            ).fetchone()
-            if row is None:
-                return False
-            answered = db.execute(
-                "SELECT 1 FROM workflow_history WHERE instance_id = %s AND step_id = %s",
-                (instance_id, step_id),
-            ).fetchone()
-            if answered is not None:  # a stale wait: drop it
-                db.execute(
-                    "DELETE FROM waits WHERE instance_id = %s AND step_id = %s",
-                    (instance_id, step_id),
-                )
-                return False
-            wait = WaitSpec(step_id, *row)
-            next_seq = db.execute(
-                "SELECT coalesce(max(seq), 0) + 1 FROM workflow_history WHERE instance_id = %s",
-                (instance_id,),
-            ).fetchone()
-            assert next_seq is not None
-            if self._answer(db, instance_id, wait, next_seq[0], now) is None:
-                return False
+    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> WokenRun | None:
+        return self._c.pipelined(
+            lambda db: self._wake(db, instance_id, step_id, owner, now), generic=True
+        )
+
+    def _wake(
+        self, db: Connection, instance_id: str, step_id: str, owner: str, now: float
+    ) -> Callable[[], WokenRun | None]:
+        """``wake`` in pipeline mode: three round trips when a message ends the wait (lock
+        and read; take the message; record, hand over the lease, read the instance back
+        and commit), two when a timer does."""
+        locked = db.execute(_WAKE_LOCK, (instance_id, step_id))
+        # read once the lock is held (a statement of its own: its own snapshot)
+        state = db.execute(_WAKE_STATE, (instance_id, step_id, instance_id, instance_id, step_id))
+        row = locked.fetchone()
+        if row is None:
+            return _nothing
+        answered, next_seq, mode, cursor = state.fetchone() or (False, 1, None, 0)
+        if answered:  # a stale wait: drop it
             db.execute(
-                "UPDATE workflow_instances SET status = 'running', lock_owner = %s, "
-                "updated_at = %s WHERE instance_id = %s",
-                (owner, now, instance_id),
+                "DELETE FROM waits WHERE instance_id = %s AND step_id = %s",
+                (instance_id, step_id),
             )
-        return True
+            return _nothing
+        wait = WaitSpec(step_id, *row)
+        ended: tuple[str, str] | None = None
+        if wait.channel is not None and mode is not None:
+            message = self._take(db, instance_id, wait.channel, mode, cursor)
+            if message is not None:
+                ended = ("completed", message_output(message))
+        if ended is None and wait.fire_at is not None and wait.fire_at <= now:
+            status = "completed" if wait.channel is None else "timed_out"
+            ended = (status, timer_output(wait.fire_at, now))
+        if ended is None:
+            return _nothing
+        db.execute(_END_WAIT, self._end_wait_args(instance_id, wait, next_seq, *ended, now))
+        db.execute(_WAKE_LEASE, (owner, now, instance_id))
+        instance = db.execute(f"{SELECT_INSTANCE} WHERE instance_id = %s", (instance_id,))
+        history = db.execute(SELECT_HISTORY, (instance_id,))
+        attempts = db.execute(SELECT_ATTEMPTS, (instance_id,))
+
+        def read() -> WokenRun:
+            record = instance.fetchone()
+            assert record is not None
+            return WokenRun(
+                InstanceRecord(*record),
+                [StepRecord(*r) for r in history.fetchall()],
+                [AttemptRecord(*r) for r in attempts.fetchall()],
+            )
+
+        return read
 
     # finding what to wake
 
@@ -356,16 +437,12 @@ class WaitingQueries:
         # One round trip (it is on the path of every cross-process wake-up): the newest id,
         # and the waiters of each channel that has messages after ``after_id`` (or of
         # ``channel``), with how many untargeted messages a competing channel holds.
-        rows = self._c.rows(_MESSAGE_WAKEUPS, (after_id, channel, channel, list(workflows)))
-        newest = after_id if channel is not None else rows[0][0]
-        found: list[Wakeup] = []
-        for _, waiters in itertools.groupby((r for r in rows if r[1] is not None), lambda r: r[1]):
-            listed = list(waiters)
-            if len(listed) > 1 and listed[0][5] == "competing":
-                # A competing message wakes one waiter: no more waiters than messages.
-                listed = listed[: listed[0][6]]
-            found.extend(Wakeup(*row[2:5]) for row in listed)
-        return found, newest
+        args = message_wakeups_args(after_id, workflows, channel)
+        # Its plan costs more than its execution: planned once per connection (generic).
+        rows = self._c.pipelined(
+            lambda db: db.execute(MESSAGE_WAKEUPS, args).fetchall, generic=True
+        )
+        return found_wakeups(rows, after_id, channel)
 
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         rows = self._c.rows(
@@ -446,14 +523,14 @@ class WaitingQueries:
     def publish(
         self, message: MessageRecord, step: StepRecord | None = None, owner: str | None = None
     ) -> int:
-        args = (*message[1:], message.channel)
+        args = publish_args(message)
         if step is None:  # from outside a workflow: one statement, its own transaction
-            rows = self._c.rows(_PUBLISH, args)
+            rows = self._c.rows(PUBLISH, args)
             return int(rows[0][0]) if rows else 0
         assert owner is not None
         with self._c.transaction() as db:
             lock_lease(db, step.instance_id, owner)
-            row = db.execute(_PUBLISH, args).fetchone()
+            row = db.execute(PUBLISH, args).fetchone()
             db.execute(INSERT_STEP, step)
         return int(row[0]) if row else 0
 
@@ -536,4 +613,11 @@ class WaitingQueries:
             ).rowcount
 
 
-__all__ = ["WaitingQueries"]
+__all__ = [
+    "MESSAGE_WAKEUPS",
+    "PUBLISH",
+    "WaitingQueries",
+    "found_wakeups",
+    "message_wakeups_args",
+    "publish_args",
+]

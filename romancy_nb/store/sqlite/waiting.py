@@ -28,11 +28,14 @@ from romancy_nb.errors import ChannelModeConflictError, ChannelNotSubscribedErro
 from romancy_nb.store.protocol import (
     WAITING_STATUSES,
     ArchivedRun,
+    AttemptRecord,
     ChangeHint,
+    InstanceRecord,
     MessageRecord,
     StepRecord,
     WaitSpec,
     Wakeup,
+    WokenRun,
     message_output,
     timer_output,
 )
@@ -49,6 +52,16 @@ _STEP_COLUMNS = (
 )
 _INSERT_STEP = f"INSERT INTO workflow_history ({_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 _NEXT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM workflow_history WHERE instance_id = ?"
+_WOKEN_INSTANCE = (
+    "SELECT instance_id, workflow_name, status, input, output, error, lock_owner, "
+    "cancel_reason, code_version, created_at, updated_at, forked_from, forked_at "
+    "FROM workflow_instances WHERE instance_id = ?"
+)
+_WOKEN_HISTORY = f"SELECT {_STEP_COLUMNS} FROM workflow_history WHERE instance_id = ? ORDER BY seq"
+_WOKEN_ATTEMPTS = (
+    "SELECT instance_id, step_id, attempt, error, at FROM step_attempts "
+    "WHERE instance_id = ? ORDER BY step_id, attempt"
+)
 _NEXT_MESSAGE = {
     "broadcast": (
         f"SELECT {_MESSAGE_COLUMNS} FROM channel_messages WHERE channel = ? "
@@ -256,7 +269,7 @@ class WaitingQueries:
             )
         return None
 
-    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> bool:
+    def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> WokenRun | None:
         with self._c.immediate() as db:
             rows: list[tuple[Any, ...]] = db.execute(
                 "SELECT w.kind, w.name, w.input, w.channel, w.fire_at FROM waits w "
@@ -266,7 +279,7 @@ class WaitingQueries:
                 (instance_id, step_id),
             ).fetchall()
             if not rows:
-                return False
+                return None
             if db.execute(
                 "SELECT 1 FROM workflow_history WHERE instance_id = ? AND step_id = ?",
                 (instance_id, step_id),
@@ -275,18 +288,24 @@ class WaitingQueries:
                     "DELETE FROM waits WHERE instance_id = ? AND step_id = ?",
                     (instance_id, step_id),
                 )
-                return False
+                return None
             wait = WaitSpec(step_id, *rows[0])
             next_seq: list[tuple[Any, ...]] = db.execute(_NEXT_SEQ, (instance_id,)).fetchall()
             seq: int = next_seq[0][0]
             if self._answer(db, instance_id, wait, seq, now) is None:
-                return False
+                return None
             db.execute(
                 "UPDATE workflow_instances SET status = 'running', lock_owner = ?, "
                 "updated_at = ? WHERE instance_id = ?",
                 (owner, now, instance_id),
             )
-        return True
+            args = (instance_id,)
+            record: list[Any] = db.execute(_WOKEN_INSTANCE, args).fetchall()
+            return WokenRun(
+                InstanceRecord(*record[0]),
+                [StepRecord(*row) for row in db.execute(_WOKEN_HISTORY, args)],
+                [AttemptRecord(*row) for row in db.execute(_WOKEN_ATTEMPTS, args)],
+            )
 
     # finding what to wake
 
