@@ -13,8 +13,9 @@ other (instances side by side), and settles each: delivered, retried later with
 exponential backoff (the app's ``outbox_retry``; a receiver that is down just delays
 delivery), or failed for good (a receiver that refuses the event, or the retries ran out).
 An instance's later events wait behind an earlier one that must be retried. A relayer that
-dies mid-batch leaves its lease to expire: the next one sends those events again, so a
-receiver should deduplicate by the CloudEvents ``id``.
+dies mid-batch leaves its batch leased to it: the next leader ends those leases as it
+takes over (one that closes ends its own) and sends those events again, so a receiver
+should deduplicate by the CloudEvents ``id``.
 
 One relayer per database: the holder of the ``outbox`` leadership, among the apps that
 have somewhere to send to (``App(broker_url=...)`` or ``App(event_sender=...)``). An app
@@ -48,6 +49,9 @@ log = logging.getLogger("romancy_nb")
 ROLE = "outbox"
 """The leadership role of the one relayer per database."""
 
+_RELEASE_SCAN = 1_000_000
+"""Pending events read to release a former relayer's leases (a deeper backlog: the
+leases on the oldest run out instead)."""
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 _CONTEXT_ATTRIBUTES = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time"}
@@ -205,9 +209,27 @@ class OutboxRelay:
     async def _leads(self) -> bool:
         now = time.monotonic()
         if now - self._renewed_at >= self._renew_every or not self._leadership.is_leader:
+            led = self._leadership.is_leader
+            held = None if led else await self._gate.call(self._store.leader, ROLE)
             await self._leadership.renew()
             self._renewed_at = now
+            if not led and self._leadership.is_leader and held and held[0] != self._worker_id:
+                await self._release(held[0])
         return self._leadership.is_leader
+
+    async def _release(self, worker_id: str) -> None:
+        """This relayer took over from ``worker_id`` (dead, or its lease ran out): end its
+        leases on the events it claimed, as they were, so they are sent again now rather
+        than when the leases run out (a SIGKILLed relayer's batch would wait a minute).
+        Only rows still leased to it change; what it delivered meanwhile stays delivered."""
+        pending = await self._gate.call(self._store.list_outbox, "pending", None, _RELEASE_SCAN)
+        now = time.time()
+        await self._gate.call(
+            self._store.settle_outbox,
+            worker_id,
+            [OutboxOutcome(e.seq, "pending", e.attempts, e.next_attempt_at, None, now)
+             for e in pending],
+        )  # fmt: skip
 
     async def relay_once(self) -> int:
         """Claim one batch and deliver it; how many events it held."""
@@ -223,7 +245,17 @@ class OutboxRelay:
         """One instance's events in order; those behind one that must wait are left pending."""
         outcomes: list[OutboxOutcome] = []
         for position, event in enumerate(chain):
-            delivery = await self._send(event)
+            try:
+                delivery = await self._send(event)
+            except asyncio.CancelledError:  # the app is closing: settle what is known
+                now = time.time()
+                outcomes.extend(  # untried or cut off: released for the next relayer now
+                    OutboxOutcome(e.seq, "pending", e.attempts, e.next_attempt_at, None, now)
+                    for e in chain[position:]
+                )
+                with contextlib.suppress(Exception, StoreFault):  # else its lease runs out
+                    await self._gate.call(self._store.settle_outbox, self._worker_id, outcomes)
+                raise
             outcome = self._outcome(event, delivery)
             outcomes.append(outcome)
             if outcome.status == "pending":

@@ -54,7 +54,13 @@ class HttpEventSender:
         self._client = httpx.AsyncClient(headers=dict(headers or {}), timeout=timeout)
 
     async def send(self, event: OutboxRecord) -> Delivery:
-        cloud_event = CloudEvent(cloud_event_attributes(event), json.loads(event.data))
+        attributes = cloud_event_attributes(event)
+        if self.mode == "binary":  # ce-* headers carry the canonical strings: true, not True
+            attributes = {
+                k: ("true" if v else "false") if isinstance(v, bool) else v
+                for k, v in attributes.items()
+            }
+        cloud_event = CloudEvent(attributes, json.loads(event.data))
         write = ce_http.to_structured if self.mode == "structured" else ce_http.to_binary
         message = write(cloud_event, _FORMAT)
         try:
