@@ -49,9 +49,11 @@ log = logging.getLogger("romancy_nb")
 ROLE = "outbox"
 """The leadership role of the one relayer per database."""
 
-_RELEASE_SCAN = 1_000_000
-"""Pending events read to release a former relayer's leases (a deeper backlog: the
-leases on the oldest run out instead)."""
+_LANES = 4
+"""How many instances' events are posted side by side: enough to overlap round trips, few
+enough that the HTTP client does not spend more on juggling connections than it saves
+(on loopback, one relayer: 4 lanes delivered 360 events/s, 8 lanes 220, 32 lanes 170)."""
+
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 _CONTEXT_ATTRIBUTES = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time"}
@@ -222,14 +224,9 @@ class OutboxRelay:
         leases on the events it claimed, as they were, so they are sent again now rather
         than when the leases run out (a SIGKILLed relayer's batch would wait a minute).
         Only rows still leased to it change; what it delivered meanwhile stays delivered."""
-        pending = await self._gate.call(self._store.list_outbox, "pending", None, _RELEASE_SCAN)
-        now = time.time()
-        await self._gate.call(
-            self._store.settle_outbox,
-            worker_id,
-            [OutboxOutcome(e.seq, "pending", e.attempts, e.next_attempt_at, None, now)
-             for e in pending],
-        )  # fmt: skip
+        released = await self._gate.call(self._store.release_outbox, worker_id)
+        if released:
+            log.info("took %d outbox event(s) over from %s", released, worker_id)
 
     async def relay_once(self) -> int:
         """Claim one batch and deliver it; how many events it held."""
@@ -238,7 +235,15 @@ class OutboxRelay:
             self._store.claim_outbox, self._worker_id, now, now + self._lease, self._batch_size
         )
         if batch:
-            await asyncio.gather(*(self._deliver(chain) for chain in _by_instance(batch)))
+            # A few instances' chains at a time: a hundred posts in flight at once cost the
+            # HTTP client more in connection juggling than they gain (measured: bench/outbox.py).
+            lanes = asyncio.Semaphore(_LANES)
+
+            async def deliver(chain: list[OutboxRecord]) -> None:
+                async with lanes:
+                    await self._deliver(chain)
+
+            await asyncio.gather(*(deliver(chain) for chain in _by_instance(batch)))
         return len(batch)
 
     async def _deliver(self, chain: list[OutboxRecord]) -> None:

@@ -431,6 +431,10 @@ class Store(Protocol):
     def settle_outbox(self, worker_id: str, outcomes: Sequence[OutboxOutcome]) -> None:
         """Record what became of claimed events and end ``worker_id``'s lease on them."""
 
+    def release_outbox(self, worker_id: str) -> int:
+        """End ``worker_id``'s leases on the pending events it claimed (it is gone: they
+        are anyone's now, as they were); how many."""
+
     def list_outbox(
         self, status: str | None = None, instance_id: str | None = None, limit: int = 1000
     ) -> list[OutboxRecord]:

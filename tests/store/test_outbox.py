@@ -151,3 +151,18 @@ def test_only_the_lease_holder_reschedules_but_a_delivery_counts_from_anyone(
     assert (still.attempts, still.status) == (0, "pending")
     _settle(store, "stale-relay", event, "delivered")  # it did reach the receiver
     assert store.list_outbox()[0].status == "delivered"
+
+
+def test_releasing_a_gone_relayers_leases_frees_only_its_pending_events(store: Store) -> None:
+    _instance(store, "a")
+    _instance(store, "b")
+    store.record_step(_step("a", 1), OWNER, [_event("a", "1"), _event("a", "2")])
+    store.record_step(_step("b", 1), OWNER, [_event("b", "1")])
+    now = time.time()
+    first, _ = store.claim_outbox("gone", now, now + 600, limit=2)
+    _settle(store, "gone", first, "delivered")  # it delivered one before it died
+    store.claim_outbox("alive", now, now + 600, limit=10)  # b-1
+
+    assert store.release_outbox("gone") == 1  # a-2 only: a-1 is delivered, b-1 not its own
+    assert _ids(store.claim_outbox("next", now, now + 600, limit=10)) == ["a-2"]
+    assert store.release_outbox("nobody") == 0

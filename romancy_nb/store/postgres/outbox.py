@@ -43,6 +43,11 @@ _SETTLE = (
     "AND (%(status)s = 'delivered' OR claimed_by = %(worker)s)"
 )
 
+_RELEASE = (
+    "UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL "
+    "WHERE status = 'pending' AND claimed_by = %s"
+)
+
 
 def insert(db: Connection, events: Sequence[OutboxEvent]) -> None:
     """Write ``events`` on ``db``, inside the caller's transaction (the step's)."""
@@ -72,6 +77,9 @@ class OutboxQueries:
                 _SETTLE,
                 [{**outcome._asdict(), "worker": worker_id} for outcome in outcomes],
             )
+
+    def release(self, worker_id: str) -> int:
+        return self._c.write(_RELEASE, (worker_id,))
 
     def find(self, status: str | None, instance_id: str | None, limit: int) -> list[OutboxRecord]:
         sql, args = list_query(status, instance_id, limit, "%s")

@@ -483,6 +483,9 @@ class SqliteStore(WaitingQueries):
     def settle_outbox(self, worker_id: str, outcomes: Sequence[OutboxOutcome]) -> None:
         self._outbox.settle(worker_id, outcomes)
 
+    def release_outbox(self, worker_id: str) -> int:
+        return self._outbox.release(worker_id)
+
     def list_outbox(
         self, status: str | None = None, instance_id: str | None = None, limit: int = 1000
     ) -> list[OutboxRecord]:
