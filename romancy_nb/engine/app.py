@@ -536,8 +536,9 @@ class App:
                 # Woken at once when the instance is launched here (resumed after a wait);
                 # the growing delay is for instances that run in another process.
                 waiter = instances.launch_waiter(instance_id)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), delay)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it may swallow a cancel
+                    async with asyncio.timeout(delay):
+                        await waiter.wait()
                 delay = min(delay * 2, 0.25)
 
     def _final_result(self, record: InstanceRecord) -> Any:

@@ -90,8 +90,9 @@ class StoreGate:
         if event is None:
             await asyncio.sleep(delay)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), delay)
+        with contextlib.suppress(TimeoutError):  # not wait_for: it may swallow a cancel
+            async with asyncio.timeout(delay):
+                await event.wait()
 
     async def backoff(self, faults: int) -> None:
         """Pause before redoing work a transient fault interrupted (``faults`` ≥ 1 so far):

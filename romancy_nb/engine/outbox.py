@@ -188,7 +188,9 @@ class OutboxRelay:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        with contextlib.suppress(Exception, StoreFault):  # its lease expires anyway
+        with contextlib.suppress(Exception, StoreFault):  # else the leases expire anyway
+            # what this relayer still holds (chains it had not begun) is the next one's now
+            await self._gate.call(self._store.release_outbox, self._worker_id)
             await self._leadership.resign()
         await self._sender.aclose()
 
@@ -204,8 +206,11 @@ class OutboxRelay:
                 await self._gate.backoff(faults)
                 continue
             if sent < self._batch_size:  # a full batch: there may be more, go on at once
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+                # that lands as the event is set, and closing the app would wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._woken.wait()
                 self._woken.clear()
 
     async def _leads(self) -> bool:
