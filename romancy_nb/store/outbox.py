@@ -1,13 +1,17 @@
-"""What both backends' outbox share: its columns and the query of ``list_outbox``.
+"""What both backends' outbox share: its columns, and the statements that differ only in
+their placeholders (``list_outbox``, settling, releasing).
 
-The SQL dialects differ only in their placeholder (``?`` / ``%s``), which each backend
-passes in; claims and settlements differ more (locks, ``DISTINCT ON``) and stay in each
-backend's ``outbox.py``.
+Each backend passes its placeholder in: ``mark`` for a positional one (``?`` / ``%s``),
+``named`` for a named one as a format string (``:{}`` / ``%({})s``). Claims differ more
+(locks, ``DISTINCT ON``) and stay in each backend's ``outbox.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from romancy_nb.store.protocol import OutboxOutcome
 
 COLUMNS = (
     "seq, event_id, instance_id, step_id, event_type, data, attributes, created_at, status, "
@@ -29,4 +33,32 @@ def list_query(
     return f"{sql} ORDER BY seq DESC LIMIT {mark}", [*args, limit]
 
 
-__all__ = ["COLUMNS", "list_query"]
+def settle_statement(named: str) -> str:
+    """The update of one settled event, its arguments named as :func:`settle_args` names
+    them. A delivery is a fact whoever reports it; a retry or a failure only from the lease
+    holder (a relayer whose lease ran out must not reschedule what another now delivers)."""
+    status, worker = named.format("status"), named.format("worker")
+    return (
+        f"UPDATE outbox_events SET status = {status}, attempts = {named.format('attempts')}, "
+        f"next_attempt_at = {named.format('next_attempt_at')}, "
+        f"last_error = coalesce({named.format('error')}, last_error), "
+        f"delivered_at = CASE WHEN {status} = 'delivered' THEN {named.format('at')} "
+        "ELSE delivered_at END, claimed_by = NULL, claimed_until = NULL "
+        f"WHERE seq = {named.format('seq')} AND status = 'pending' "
+        f"AND ({status} = 'delivered' OR claimed_by = {worker})"
+    )
+
+
+def settle_args(worker_id: str, outcomes: Sequence[OutboxOutcome]) -> list[dict[str, Any]]:
+    return [{**outcome._asdict(), "worker": worker_id} for outcome in outcomes]
+
+
+def release_statement(mark: str) -> str:
+    """The update that ends one relayer's leases on its pending events."""
+    return (
+        "UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL "
+        f"WHERE status = 'pending' AND claimed_by = {mark}"
+    )
+
+
+__all__ = ["COLUMNS", "list_query", "release_statement", "settle_args", "settle_statement"]

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from romancy_nb.store.outbox import COLUMNS, list_query
+from romancy_nb.store.outbox import (
+    COLUMNS,
+    list_query,
+    release_statement,
+    settle_args,
+    settle_statement,
+)
 from romancy_nb.store.postgres.connections import Connection, Connections
 from romancy_nb.store.protocol import OutboxEvent, OutboxOutcome, OutboxRecord
 
@@ -33,20 +39,8 @@ _CLAIM = (
     "UPDATE outbox_events AS o SET claimed_by = %s, claimed_until = %s FROM picked "
     f"WHERE o.seq = picked.seq RETURNING {', '.join('o.' + c for c in COLUMNS.split(', '))}"
 )
-# A delivery is a fact whoever reports it; a retry or a failure only from the lease holder.
-_SETTLE = (
-    "UPDATE outbox_events SET status = %(status)s, attempts = %(attempts)s, "
-    "next_attempt_at = %(next_attempt_at)s, last_error = coalesce(%(error)s, last_error), "
-    "delivered_at = CASE WHEN %(status)s = 'delivered' THEN %(at)s ELSE delivered_at END, "
-    "claimed_by = NULL, claimed_until = NULL "
-    "WHERE seq = %(seq)s AND status = 'pending' "
-    "AND (%(status)s = 'delivered' OR claimed_by = %(worker)s)"
-)
-
-_RELEASE = (
-    "UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL "
-    "WHERE status = 'pending' AND claimed_by = %s"
-)
+_SETTLE = settle_statement("%({})s")
+_RELEASE = release_statement("%s")
 
 
 def insert(db: Connection, events: Sequence[OutboxEvent]) -> None:
@@ -75,7 +69,7 @@ class OutboxQueries:
         with self._c.transaction() as db, db.cursor() as cursor:
             cursor.executemany(
                 _SETTLE,
-                [{**outcome._asdict(), "worker": worker_id} for outcome in outcomes],
+                settle_args(worker_id, outcomes),
             )
 
     def release(self, worker_id: str) -> int:

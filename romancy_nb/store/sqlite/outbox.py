@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 import apsw
 
-from romancy_nb.store.outbox import COLUMNS, list_query
+from romancy_nb.store.outbox import (
+    COLUMNS,
+    list_query,
+    release_statement,
+    settle_args,
+    settle_statement,
+)
 from romancy_nb.store.protocol import OutboxEvent, OutboxOutcome, OutboxRecord
 from romancy_nb.store.sqlite.connections import Connections
 
@@ -36,21 +42,8 @@ _CLAIM = (
     "AND (head_row.claimed_until IS NULL OR head_row.claimed_until < ?) "
     f"ORDER BY e.seq LIMIT ?) RETURNING {COLUMNS}"
 )
-# A delivery is a fact whoever reports it; a retry or a failure only from the lease holder
-# (a relayer whose lease ran out must not reschedule what another one now delivers).
-_SETTLE = (
-    "UPDATE outbox_events SET status = :status, attempts = :attempts, "
-    "next_attempt_at = :next_attempt_at, last_error = coalesce(:error, last_error), "
-    "delivered_at = CASE WHEN :status = 'delivered' THEN :at ELSE delivered_at END, "
-    "claimed_by = NULL, claimed_until = NULL "
-    "WHERE seq = :seq AND status = 'pending' "
-    "AND (:status = 'delivered' OR claimed_by = :worker)"
-)
-
-_RELEASE = (
-    "UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL "
-    "WHERE status = 'pending' AND claimed_by = ?"
-)
+_SETTLE = settle_statement(":{}")
+_RELEASE = release_statement("?")
 
 
 def insert(db: apsw.Connection, events: Sequence[OutboxEvent]) -> None:
@@ -76,7 +69,7 @@ class OutboxQueries:
         with self._c.immediate() as db:
             db.executemany(
                 _SETTLE,
-                [{**outcome._asdict(), "worker": worker_id} for outcome in outcomes],
+                settle_args(worker_id, outcomes),
             )
 
     def release(self, worker_id: str) -> int:
