@@ -72,44 +72,30 @@ class LoopCalls:
         transaction of several statements: left to the store's method)."""
         if events:
             return ON_A_THREAD
-        connection = await self._take()
-        if connection is None:
-            return ON_A_THREAD
-        try:
+
+        async def statement(connection: AsyncConnection) -> bool:
             cursor = await connection.execute(RECORD_STEP, (*step, step.instance_id, owner))
-        except psycopg.Error as error:
-            self._drop(connection, error)
-            raise translate(error, self._where) from error
-        except BaseException:  # cancelled in flight: the connection's state is unknown
-            self._discard(connection)
-            raise
-        self._give_back(connection)
-        return cursor.rowcount == 1
+            return cursor.rowcount == 1
+
+        return await self._on_a_connection(statement)
 
     async def message_wakeups(
         self, after_id: int, workflows: Sequence[str], channel: str | None = None
     ) -> Any:
         """As ``PostgresStore.message_wakeups``: the first store call of every wake-up by
         another process's message; one round trip, its plan made once per connection."""
-        connection = await self._take()
-        if connection is None:
-            return ON_A_THREAD
         args = message_wakeups_args(after_id, workflows, channel)
-        try:
+
+        async def transaction(connection: AsyncConnection) -> list[TupleRow]:
             async with connection.pipeline():
                 await connection.execute("BEGIN")
                 await connection.execute(GENERIC_PLANS)
                 cursor = await connection.execute(MESSAGE_WAKEUPS, args, prepare=True)
                 await connection.execute("COMMIT")
-            rows = await cursor.fetchall()
-        except psycopg.Error as error:
-            self._drop(connection, error)
-            raise translate(error, self._where) from error
-        except BaseException:
-            self._discard(connection)
-            raise
-        self._give_back(connection)
-        return found_wakeups(rows, after_id, channel)
+            return await cursor.fetchall()
+
+        rows = await self._on_a_connection(transaction)
+        return rows if rows is ON_A_THREAD else found_wakeups(rows, after_id, channel)
 
     async def publish(
         self, message: MessageRecord, step: StepRecord | None = None, owner: str | None = None
@@ -118,12 +104,24 @@ class LoopCalls:
         ``send_event`` makes (a workflow's publish, with its step, is left to the store)."""
         if step is not None:
             return ON_A_THREAD
+
+        async def statement(connection: AsyncConnection) -> int:
+            row = await (await connection.execute(PUBLISH, publish_args(message))).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on_a_connection(statement)
+
+    # connections
+
+    async def _on_a_connection(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        """``work`` on a free connection (given back after), or ``ON_A_THREAD`` if none is
+        free. A store error is translated; a call cancelled in flight leaves the
+        connection's state unknown, so it is closed."""
         connection = await self._take()
         if connection is None:
             return ON_A_THREAD
         try:
-            cursor = await connection.execute(PUBLISH, publish_args(message))
-            row = await cursor.fetchone()
+            result = await work(connection)
         except psycopg.Error as error:
             self._drop(connection, error)
             raise translate(error, self._where) from error
@@ -131,9 +129,7 @@ class LoopCalls:
             self._discard(connection)
             raise
         self._give_back(connection)
-        return int(row[0]) if row else 0
-
-    # connections
+        return result
 
     async def _take(self) -> AsyncConnection | None:
         if self._closed:
