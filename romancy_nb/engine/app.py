@@ -60,6 +60,7 @@ from romancy_nb.store import (
 )
 from romancy_nb.store.protocol import (
     OUTBOX_STATUSES,
+    WAITING_STATUSES,
     ArchivedRun,
     MessageRecord,
     OutboxRecord,
@@ -682,27 +683,40 @@ class App:
                 status=record.status,
             )
         await self._call(self.store.request_cancel, record.instance_id, reason)
-        run = instances.get(record.instance_id)
-        if run is not None:
-            run.cancel(reason)
-        else:
-            with instances.claiming(record.instance_id) as free:
-                if free and await instances.claim_if_free(record):
-                    wf = self.registry.find_workflow(record.workflow_name)
-                    if wf is None:
-                        await self._call(
-                            self.store.release_instance, record.instance_id, self.worker_id
-                        )
-                        raise WorkflowNotFound(
-                            f"cannot cancel {instance_id!r} here: its workflow "
-                            f"{record.workflow_name!r} is not defined in this process",
-                            instance_id=instance_id,
-                        )
-                    run = await instances.resumed_run(wf, self._record(instance_id))
-                    instances.launch(run)
-        if run is not None and run.task is not None:
+        # A run here that was suspending as the request came may end waiting instead of
+        # cancelled: then the instance is resumed here, and honours the stored request.
+        for _ in range(3):
+            run = instances.get(record.instance_id)
+            if run is not None:
+                run.cancel(reason)
+            else:
+                run = await self._resume_to_cancel(instances, self._record(instance_id))
+            if run is None or run.task is None:
+                break
             await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+            if self._record(instance_id).status not in WAITING_STATUSES:
+                break
         return self._record(instance_id).status
+
+    async def _resume_to_cancel(
+        self, instances: Instances, record: InstanceRecord
+    ) -> WorkflowRun | None:
+        """Take the instance (unless a live worker holds it) and run it here, so that it
+        honours its cancel request; None if another worker has it."""
+        with instances.claiming(record.instance_id) as free:
+            if not free or not await instances.claim_if_free(record):
+                return None
+            wf = self.registry.find_workflow(record.workflow_name)
+            if wf is None:
+                await self._call(self.store.release_instance, record.instance_id, self.worker_id)
+                raise WorkflowNotFound(
+                    f"cannot cancel {record.instance_id!r} here: its workflow "
+                    f"{record.workflow_name!r} is not defined in this process",
+                    instance_id=record.instance_id,
+                )
+            run = await instances.resumed_run(wf, self._record(record.instance_id))
+            instances.launch(run)
+            return run
 
     # sweeps
 
