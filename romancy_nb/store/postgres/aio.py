@@ -28,7 +28,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
+from romancy_nb.store.postgres import prepared
 from romancy_nb.store.postgres.connections import GENERIC_PLANS
+from romancy_nb.store.postgres.prepared import FLOAT8, INT8, TEXT, LoopConnection, Statement
 from romancy_nb.store.postgres.sql import RECORD_STEP
 from romancy_nb.store.postgres.translate import is_connection_loss, translate
 from romancy_nb.store.postgres.waiting import (
@@ -42,6 +44,12 @@ from romancy_nb.store.protocol import ON_A_THREAD, MessageRecord, OutboxEvent, S
 
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
 
+RECORD_STEP_PREPARED = Statement(
+    "romancy_record_step", RECORD_STEP, (TEXT, INT8, *[TEXT] * 7, INT8, FLOAT8, FLOAT8, TEXT, TEXT)
+)
+"""``RECORD_STEP`` as ``prepared.py`` sends it: a ``StepRecord``'s fields, the instance
+id and the owner."""
+
 
 class LoopCalls:
     """A few async connections for the calls worth making on the loop (see the module)."""
@@ -51,7 +59,7 @@ class LoopCalls:
         self._kwargs = connect_kwargs
         self._where = where
         self._max_size = max_size
-        self._idle: list[AsyncConnection] = []
+        self._idle: list[LoopConnection] = []
         self._open = 0
         self._closed = False
         self._calls: dict[str, Callable[..., Awaitable[Any]]] = {
@@ -73,9 +81,14 @@ class LoopCalls:
         if events:
             return ON_A_THREAD
 
-        async def statement(connection: AsyncConnection) -> bool:
-            cursor = await connection.execute(RECORD_STEP, (*step, step.instance_id, owner))
-            return cursor.rowcount == 1
+        values = (*step, step.instance_id, owner)
+
+        async def statement(on: LoopConnection) -> bool:
+            try:
+                return await prepared.execute(on, RECORD_STEP_PREPARED, values) == 1
+            except prepared.NotAsText:  # psycopg's own path, and its own error if any
+                cursor = await on.connection.execute(RECORD_STEP, values)
+                return cursor.rowcount == 1
 
         return await self._on_a_connection(statement)
 
@@ -86,7 +99,8 @@ class LoopCalls:
         another process's message; one round trip, its plan made once per connection."""
         args = message_wakeups_args(after_id, workflows, channel)
 
-        async def transaction(connection: AsyncConnection) -> list[TupleRow]:
+        async def transaction(on: LoopConnection) -> list[TupleRow]:
+            connection = on.connection
             async with connection.pipeline():
                 await connection.execute("BEGIN")
                 await connection.execute(GENERIC_PLANS)
@@ -105,15 +119,16 @@ class LoopCalls:
         if step is not None:
             return ON_A_THREAD
 
-        async def statement(connection: AsyncConnection) -> int:
-            row = await (await connection.execute(PUBLISH, publish_args(message))).fetchone()
+        async def statement(on: LoopConnection) -> int:
+            cursor = await on.connection.execute(PUBLISH, publish_args(message))
+            row = await cursor.fetchone()
             return int(row[0]) if row else 0
 
         return await self._on_a_connection(statement)
 
     # connections
 
-    async def _on_a_connection(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    async def _on_a_connection(self, work: Callable[[LoopConnection], Awaitable[Any]]) -> Any:
         """``work`` on a free connection (given back after), or ``ON_A_THREAD`` if none is
         free. A store error is translated; a call cancelled in flight leaves the
         connection's state unknown, so it is closed."""
@@ -131,7 +146,7 @@ class LoopCalls:
         self._give_back(connection)
         return result
 
-    async def _take(self) -> AsyncConnection | None:
+    async def _take(self) -> LoopConnection | None:
         if self._closed:
             return None
         if self._idle:
@@ -140,7 +155,10 @@ class LoopCalls:
             return None
         self._open += 1
         try:
-            return await psycopg.AsyncConnection.connect(self._url, autocommit=True, **self._kwargs)
+            connection = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, client_encoding="UTF8", **self._kwargs
+            )
+            return LoopConnection(connection)
         except psycopg.Error as error:
             self._open -= 1
             raise translate(error, self._where) from error
@@ -148,29 +166,30 @@ class LoopCalls:
             self._open -= 1
             raise
 
-    def _give_back(self, connection: AsyncConnection) -> None:
+    def _give_back(self, on: LoopConnection) -> None:
+        connection = on.connection
         idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         if self._closed or connection.closed or connection.broken or not idle:
-            self._discard(connection)
+            self._discard(on)
         else:
-            self._idle.append(connection)
+            self._idle.append(on)
 
-    def _drop(self, connection: AsyncConnection, error: psycopg.Error) -> None:
+    def _drop(self, on: LoopConnection, error: psycopg.Error) -> None:
         """After an error: keep a connection that only reported a bad statement; after a
         lost connection the idle ones most likely died with it too."""
-        if is_connection_loss(error) or connection.broken or connection.closed:
-            self._discard(connection)
+        if is_connection_loss(error) or on.connection.broken or on.connection.closed:
+            self._discard(on)
             for idle in self._idle:
                 self._discard(idle, idle=True)
             self._idle.clear()
         else:
-            self._give_back(connection)
+            self._give_back(on)
 
-    def _discard(self, connection: AsyncConnection, *, idle: bool = False) -> None:
+    def _discard(self, on: LoopConnection, *, idle: bool = False) -> None:
         self._open -= 1
-        if not idle and connection in self._idle:
-            self._idle.remove(connection)
-        _close_now(connection)
+        if not idle and on in self._idle:
+            self._idle.remove(on)
+        _close_now(on)
 
     def close(self) -> None:
         """Close the idle connections (from any thread; one in use closes when it ends)."""
@@ -181,10 +200,10 @@ class LoopCalls:
             _close_now(connection)
 
 
-def _close_now(connection: AsyncConnection) -> None:
+def _close_now(on: LoopConnection) -> None:
     """Close without a loop: libpq's ``finish`` closes the socket at once (an async
     connection's ``close()`` is a coroutine, and the loop may be gone)."""
-    connection.pgconn.finish()
+    on.connection.pgconn.finish()
 
 
 __all__ = ["LoopCalls"]
