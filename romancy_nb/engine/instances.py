@@ -261,6 +261,8 @@ class Instances:
             self._paused.pop(iid, None)
         if self._max_concurrent is not None:
             self.want_claims()  # a slot is free: take queued work
+            if self.waker is not None:
+                self.waker.room_freed()  # and wake what waited for room
 
     async def stop(self, instance_id: str) -> bool:
         """Stop this process's run of the instance, if it has one, as closing the app does:

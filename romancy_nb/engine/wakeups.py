@@ -81,6 +81,11 @@ class Waker:
         self._firing = False
         self._again = False
         self._names: tuple[int, list[str]] = (-1, [])
+        self._behind_after: int | None = None
+        """Messages after this id may still end waits this worker left for lack of room
+        (at its ``max_concurrent``); looked at again when a run ends (:meth:`room_freed`)."""
+        self._behind_channels: set[str] = set()
+        """Channels published on here whose waiters were left for lack of room."""
 
     def names(self) -> list[str]:
         """The workflows defined here (only their instances are woken by this process)."""
@@ -163,6 +168,23 @@ class Waker:
             woken += await self.wake(wakeup, now)
         return woken
 
+    def _full(self) -> bool:
+        """At ``max_concurrent`` with work waiting for room: worth looking again when a run
+        ends. (A client, ``max_concurrent=0``, or a draining worker never has room.)"""
+        instances = self.instances
+        return bool(instances.max_concurrent) and instances.capacity() < 1
+
+    def room_freed(self) -> None:
+        """A run ended here: end the waits left for lack of room meanwhile, without waiting
+        for the sweep."""
+        if self.closed or self.instances.capacity() < 1:
+            return
+        if self._behind_after is not None:
+            self._spawn(self._deliver_new())
+        channels, self._behind_channels = self._behind_channels, set()
+        for channel in channels:
+            self._spawn(self.deliver_channel(channel))
+
     # timers
 
     def _alarm(self) -> None:
@@ -208,13 +230,18 @@ class Waker:
     async def deliver_channel(self, channel: str) -> int:
         """Wake the instances waiting on ``channel`` that have a message there now."""
         if self.closed or self.instances.capacity() < 1:
+            if self._full():
+                self._behind_channels.add(channel)
             return 0  # nothing could be woken here (a client: max_concurrent=0; or full)
         try:
             wakeups, _ = await self.gate.call(self.store.message_wakeups, 0, self.names(), channel)
         except (RomancyError, StoreFault) as error:
             log.warning("delivery on %r failed (%s); the sweep retries", channel, error)
             return 0
-        return await self._wake_all(wakeups)
+        woken = await self._wake_all(wakeups)
+        if woken < len(wakeups) and self._full():
+            self._behind_channels.add(channel)
+        return woken
 
     def message_published(self, channel: str) -> None:
         """A workflow here published: deliver right after it yields (it keeps running)."""
@@ -239,19 +266,26 @@ class Waker:
             self.timers.schedule(hint.next_fire_at)
 
     async def _deliver_new(self) -> None:
+        after = self._seen if self._behind_after is None else min(self._seen, self._behind_after)
         if self.instances.capacity() < 1:
-            # Nothing could be woken here: no need to look (``_seen`` stays, so a later
-            # look, with room, covers these messages too).
+            # Nothing could be woken here: no need to look now; a run ending here looks
+            # again (``room_freed``), or a later look, with room, covers these messages.
+            if self._full():
+                self._left_behind(after)
             return
+        self._behind_after = None
         try:
-            wakeups, newest = await self.gate.call(
-                self.store.message_wakeups, self._seen, self.names()
-            )
+            wakeups, newest = await self.gate.call(self.store.message_wakeups, after, self.names())
         except (RomancyError, StoreFault) as error:
             log.warning("delivery of new messages failed (%s); the sweep retries", error)
             return
         self._seen = max(self._seen, newest)
-        await self._wake_all(wakeups)
+        if await self._wake_all(wakeups) < len(wakeups) and self._full():
+            self._left_behind(after)
+
+    def _left_behind(self, after: int) -> None:
+        behind = self._behind_after
+        self._behind_after = after if behind is None else min(after, behind)
 
     # the safety net
 

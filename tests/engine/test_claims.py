@@ -52,6 +52,11 @@ def _fresh_state() -> None:
     gate = asyncio.Event()  # an Event belongs to the loop it is first awaited on
 
 
+@rn.workflow
+async def event_flow(ctx: rn.WorkflowContext, event_type: str) -> object:
+    return (await ctx.wait_event(event_type)).data
+
+
 def _app(url: str, **options: object) -> rn.App:
     return rn.App(url, default_retry=FAST_RETRY, lease_seconds=0.6, **options)  # type: ignore[arg-type]
 
@@ -69,6 +74,30 @@ async def test_a_worker_runs_at_most_max_concurrent_and_takes_queued_starts_late
     assert results == [f"t{n}" for n in range(7)]
     assert most_at_once == 2  # the cap was reached, never passed
     assert all(len(tags) == 1 for tags in ran_by.values())
+
+
+@pytest.mark.parametrize("sender", ["this app", "another app"])
+async def test_an_event_for_a_full_worker_wakes_its_waiter_when_a_run_ends(
+    store_url: str, sender: str
+) -> None:
+    # no sweep in the test's time: only the worker's own look, once it has room, wakes it
+    async with _app(store_url, max_concurrent=1, sweep_interval=3600) as worker:
+        waiting = await worker.start(event_flow, "full.worker")
+        while worker.get_instance(waiting).status != "waiting_for_event":
+            await asyncio.sleep(0.005)
+        busy = await worker.start(claim_flow, "busy", True)
+        while busy not in running_now:
+            await asyncio.sleep(0.005)
+        if sender == "this app":
+            await worker.send_event("full.worker", 7)
+        else:
+            async with _app(store_url, max_concurrent=0) as client:
+                await client.send_event("full.worker", 7)
+        await asyncio.sleep(0.3)  # seen, and left for lack of room
+        assert worker.get_instance(waiting).status == "waiting_for_event"
+        gate.set()
+        assert await worker.result(busy, timeout=60) == "busy"
+        assert await worker.result(waiting, timeout=60) == 7
 
 
 async def test_a_client_runs_nothing_and_a_worker_runs_what_it_started(store_url: str) -> None:
