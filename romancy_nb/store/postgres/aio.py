@@ -1,6 +1,7 @@
 """Store calls sent from the engine's event loop, without a thread: the per-step
-statement, and the first calls of a wake-up by message (``publish`` from outside a
-workflow, ``message_wakeups``).
+statement (``prepared.py``), and the calls of a wake-up (``publish`` from outside a
+workflow, ``message_wakeups``, ``wake``: the last two are conversations, written once for
+a thread and for the loop, ``conversation.py``).
 
 The engine calls a store whose calls cross the network from the threads of its gate
 (``engine/gate.py``), so the loop never waits on the network. For the one call every
@@ -29,18 +30,23 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from romancy_nb.store.postgres import prepared
-from romancy_nb.store.postgres.connections import GENERIC_PLANS
+from romancy_nb.store.postgres.conversation import on_the_loop
 from romancy_nb.store.postgres.prepared import FLOAT8, INT8, TEXT, LoopConnection, Statement
 from romancy_nb.store.postgres.sql import RECORD_STEP
 from romancy_nb.store.postgres.translate import is_connection_loss, translate
 from romancy_nb.store.postgres.waiting import (
-    MESSAGE_WAKEUPS,
     PUBLISH,
-    found_wakeups,
-    message_wakeups_args,
+    message_wakeups_conversation,
     publish_args,
+    wake_conversation,
 )
-from romancy_nb.store.protocol import ON_A_THREAD, MessageRecord, OutboxEvent, StepRecord
+from romancy_nb.store.protocol import (
+    ON_A_THREAD,
+    MessageRecord,
+    OutboxEvent,
+    StepRecord,
+    WokenRun,
+)
 
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
 
@@ -65,6 +71,7 @@ class LoopCalls:
         self._calls: dict[str, Callable[..., Awaitable[Any]]] = {
             "record_step": self.record_step,
             "message_wakeups": self.message_wakeups,
+            "wake": self.wake,
             "publish": self.publish,
         }
 
@@ -96,20 +103,20 @@ class LoopCalls:
         self, after_id: int, workflows: Sequence[str], channel: str | None = None
     ) -> Any:
         """As ``PostgresStore.message_wakeups``: the first store call of every wake-up by
-        another process's message; one round trip, its plan made once per connection."""
-        args = message_wakeups_args(after_id, workflows, channel)
+        another process's message."""
+        return await self._on_a_connection(
+            lambda on: on_the_loop(
+                on.connection, message_wakeups_conversation(after_id, workflows, channel)
+            )
+        )
 
-        async def transaction(on: LoopConnection) -> list[TupleRow]:
-            connection = on.connection
-            async with connection.pipeline():
-                await connection.execute("BEGIN")
-                await connection.execute(GENERIC_PLANS)
-                cursor = await connection.execute(MESSAGE_WAKEUPS, args, prepare=True)
-                await connection.execute("COMMIT")
-            return await cursor.fetchall()
+    async def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> Any:
+        """As ``PostgresStore.wake``: ending the wait that a message or a timer answers."""
 
-        rows = await self._on_a_connection(transaction)
-        return rows if rows is ON_A_THREAD else found_wakeups(rows, after_id, channel)
+        def conversation(on: LoopConnection) -> Awaitable[WokenRun | None]:
+            return on_the_loop(on.connection, wake_conversation(instance_id, step_id, owner, now))
+
+        return await self._on_a_connection(conversation)
 
     async def publish(
         self, message: MessageRecord, step: StepRecord | None = None, owner: str | None = None

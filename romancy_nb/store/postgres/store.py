@@ -141,8 +141,8 @@ class PostgresStore:
 
     def loop_call(self, name: str) -> Callable[..., Awaitable[Any]] | None:
         """The coroutine function making the method ``name`` on the caller's event loop
-        instead of a thread, if there is one (``aio.py``: ``record_step``, and the first two
-        calls of a wake-up by message); the engine's gate asks. It returns ``ON_A_THREAD``
+        instead of a thread, if there is one (``aio.py``: ``record_step``, and the calls of a
+        wake-up); the engine's gate asks. It returns ``ON_A_THREAD``
         when the call must go to a thread after all."""
         return self._on_loop.call(name)
 

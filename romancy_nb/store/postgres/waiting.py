@@ -14,11 +14,12 @@ transaction, made safe for many workers at once by the locks ``sql.py`` describe
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from romancy_nb.errors import ChannelModeConflictError, ChannelNotSubscribedError
 from romancy_nb.store.postgres.connections import Connection, Connections
+from romancy_nb.store.postgres.conversation import Batch, Conversation, Read, Write, in_pipeline
 from romancy_nb.store.postgres.sql import (
     CHANNEL_LOCKS,
     INSERT_STEP,
@@ -63,6 +64,9 @@ _NEXT_BROADCAST = (
     f"SELECT {MESSAGE_COLUMNS} FROM channel_messages WHERE channel = %s "
     "AND target_instance_id IS NULL AND id > %s ORDER BY id LIMIT 1"
 )
+_ADVANCE = "UPDATE channel_subscriptions SET cursor = %s WHERE instance_id = %s AND channel = %s"
+"""A broadcast subscriber read the message with this id: its cursor moves past it."""
+_DROP_WAIT = "DELETE FROM waits WHERE instance_id = %s AND step_id = %s"
 _AVAILABLE = (
     "((s.mode = 'broadcast' AND EXISTS (SELECT 1 FROM channel_messages m WHERE "
     "m.channel = w.channel AND m.target_instance_id IS NULL AND m.id > s.cursor)) "
@@ -170,8 +174,87 @@ def publish_args(message: MessageRecord) -> tuple[object, ...]:
     return (*message[1:], message.channel)
 
 
-def _nothing() -> None:
-    """The answer of a wake that woke nothing."""
+def _taking(instance_id: str, channel: str, mode: str, cursor: int) -> Read:
+    """The statement that reads (broadcast: then :data:`_ADVANCE`) or consumes
+    (competing, direct) the instance's next message on ``channel``."""
+    if mode == "broadcast":
+        return Read(_NEXT_BROADCAST, (channel, cursor))
+    if mode == "direct":
+        return Read(_TAKE["direct"], (channel, instance_id))
+    return Read(_TAKE["competing"], (channel,))
+
+
+def end_wait_args(
+    instance_id: str, wait: WaitSpec, seq: int, status: str, output: str, now: float
+) -> tuple[object, ...]:
+    """The parameters of :data:`_END_WAIT`."""
+    return (
+        instance_id, wait.step_id, instance_id, seq, wait.step_id, wait.kind, wait.name,
+        status, wait.input, output, now, now, now,
+    )  # fmt: skip
+
+
+def wake_conversation(
+    instance_id: str, step_id: str, owner: str, now: float
+) -> Conversation[WokenRun | None]:
+    """``wake`` (see ``conversation.py``): three round trips when a message ends the wait
+    (lock and read; take the message; record, hand over the lease, read the instance back
+    and commit), two when a timer does."""
+    # the state is read once the lock is held (a statement of its own: its own snapshot)
+    locked, state = yield Batch(
+        (
+            Read(_WAKE_LOCK, (instance_id, step_id)),
+            Read(_WAKE_STATE, (instance_id, step_id, instance_id, instance_id, step_id)),
+        )
+    )
+    if not locked:
+        return None
+    answered, next_seq, mode, cursor = state[0] if state else (False, 1, None, 0)
+    if answered:  # a stale wait: drop it
+        yield Batch((Write(_DROP_WAIT, (instance_id, step_id)),), commit=True)
+        return None
+    wait = WaitSpec(step_id, *locked[0])
+    ended: tuple[str, str] | None = None
+    then: list[Read | Write] = []
+    if wait.channel is not None and mode is not None:
+        (taken,) = yield Batch((_taking(instance_id, wait.channel, mode, cursor),))
+        if taken:
+            ended = ("completed", message_output(MessageRecord(*taken[0])))
+            if mode == "broadcast":
+                then.append(Write(_ADVANCE, (taken[0][0], instance_id, wait.channel)))
+    if ended is None and wait.fire_at is not None and wait.fire_at <= now:
+        status = "completed" if wait.channel is None else "timed_out"
+        ended = (status, timer_output(wait.fire_at, now))
+    if ended is None:
+        return None
+    instance, history, attempts = yield Batch(
+        (
+            *then,
+            Write(_END_WAIT, end_wait_args(instance_id, wait, next_seq, *ended, now)),
+            Write(_WAKE_LEASE, (owner, now, instance_id)),
+            Read(f"{SELECT_INSTANCE} WHERE instance_id = %s", (instance_id,)),
+            Read(SELECT_HISTORY, (instance_id,)),
+            Read(SELECT_ATTEMPTS, (instance_id,)),
+        ),
+        commit=True,
+    )
+    return WokenRun(
+        InstanceRecord(*instance[0]),
+        [StepRecord(*r) for r in history],
+        [AttemptRecord(*r) for r in attempts],
+    )
+
+
+def message_wakeups_conversation(
+    after_id: int, workflows: Sequence[str], channel: str | None
+) -> Conversation[tuple[list[Wakeup], int]]:
+    """``message_wakeups``: one round trip (it is on the path of every cross-process
+    wake-up) — the newest id, and the waiters of each channel that has messages after
+    ``after_id`` (or of ``channel``), with how many untargeted messages a competing
+    channel holds. Its plan costs more than its execution: planned once per connection."""
+    args = message_wakeups_args(after_id, workflows, channel)
+    (rows,) = yield Batch((Read(MESSAGE_WAKEUPS, args),), commit=True)
+    return found_wakeups(rows, after_id, channel)
 
 
 class WaitingQueries:
@@ -196,18 +279,10 @@ class WaitingQueries:
         db: Connection, instance_id: str, channel: str, mode: str, cursor: int
     ) -> MessageRecord | None:
         """Find and consume the instance's next message on ``channel``."""
-        if mode == "broadcast":
-            row = db.execute(_NEXT_BROADCAST, (channel, cursor)).fetchone()
-            if row is not None:
-                db.execute(
-                    "UPDATE channel_subscriptions SET cursor = %s "
-                    "WHERE instance_id = %s AND channel = %s",
-                    (row[0], instance_id, channel),
-                )
-        elif mode == "direct":
-            row = db.execute(_TAKE["direct"], (channel, instance_id)).fetchone()
-        else:
-            row = db.execute(_TAKE["competing"], (channel,)).fetchone()
+        taking = _taking(instance_id, channel, mode, cursor)
+        row = db.execute(taking.sql, taking.args).fetchone()
+        if row is not None and mode == "broadcast":
+            db.execute(_ADVANCE, (row[0], instance_id, channel))
         return MessageRecord(*row) if row else None
 
     def _answer(
@@ -235,15 +310,6 @@ class WaitingQueries:
         return None
 
     @staticmethod
-    def _end_wait_args(
-        instance_id: str, wait: WaitSpec, seq: int, status: str, output: str, now: float
-    ) -> tuple[object, ...]:
-        return (
-            instance_id, wait.step_id, instance_id, seq, wait.step_id, wait.kind, wait.name,
-            status, wait.input, output, now, now, now,
-        )  # fmt: skip
-
-    @staticmethod
     def _end_wait(
         db: Connection,
         instance_id: str,
@@ -256,7 +322,7 @@ class WaitingQueries:
         # A wait's step spans the wait: from when it was registered (now, if it is
         # answered as it is asked) to now. One statement drops the wait and records it.
         row = db.execute(
-            _END_WAIT, WaitingQueries._end_wait_args(instance_id, wait, seq, status, output, now)
+            _END_WAIT, end_wait_args(instance_id, wait, seq, status, output, now)
         ).fetchone()
         assert row is not None
         step = StepRecord(
@@ -341,56 +407,10 @@ class WaitingQueries:
         return None
 
     def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> WokenRun | None:
-        return self._c.pipelined(
-            lambda db: self._wake(db, instance_id, step_id, owner, now), generic=True
+        return self._c.pipelined(  # a conversation each time: a stale connection retries
+            lambda db: in_pipeline(db, wake_conversation(instance_id, step_id, owner, now)),
+            generic=True,
         )
-
-    def _wake(
-        self, db: Connection, instance_id: str, step_id: str, owner: str, now: float
-    ) -> Callable[[], WokenRun | None]:
-        """``wake`` in pipeline mode: three round trips when a message ends the wait (lock
-        and read; take the message; record, hand over the lease, read the instance back
-        and commit), two when a timer does."""
-        locked = db.execute(_WAKE_LOCK, (instance_id, step_id))
-        # read once the lock is held (a statement of its own: its own snapshot)
-        state = db.execute(_WAKE_STATE, (instance_id, step_id, instance_id, instance_id, step_id))
-        row = locked.fetchone()
-        if row is None:
-            return _nothing
-        answered, next_seq, mode, cursor = state.fetchone() or (False, 1, None, 0)
-        if answered:  # a stale wait: drop it
-            db.execute(
-                "DELETE FROM waits WHERE instance_id = %s AND step_id = %s",
-                (instance_id, step_id),
-            )
-            return _nothing
-        wait = WaitSpec(step_id, *row)
-        ended: tuple[str, str] | None = None
-        if wait.channel is not None and mode is not None:
-            message = self._take(db, instance_id, wait.channel, mode, cursor)
-            if message is not None:
-                ended = ("completed", message_output(message))
-        if ended is None and wait.fire_at is not None and wait.fire_at <= now:
-            status = "completed" if wait.channel is None else "timed_out"
-            ended = (status, timer_output(wait.fire_at, now))
-        if ended is None:
-            return _nothing
-        db.execute(_END_WAIT, self._end_wait_args(instance_id, wait, next_seq, *ended, now))
-        db.execute(_WAKE_LEASE, (owner, now, instance_id))
-        instance = db.execute(f"{SELECT_INSTANCE} WHERE instance_id = %s", (instance_id,))
-        history = db.execute(SELECT_HISTORY, (instance_id,))
-        attempts = db.execute(SELECT_ATTEMPTS, (instance_id,))
-
-        def read() -> WokenRun:
-            record = instance.fetchone()
-            assert record is not None
-            return WokenRun(
-                InstanceRecord(*record),
-                [StepRecord(*r) for r in history.fetchall()],
-                [AttemptRecord(*r) for r in attempts.fetchall()],
-            )
-
-        return read
 
     # finding what to wake
 
@@ -434,15 +454,10 @@ class WaitingQueries:
     def message_wakeups(
         self, after_id: int, workflows: Sequence[str], channel: str | None = None
     ) -> tuple[list[Wakeup], int]:
-        # One round trip (it is on the path of every cross-process wake-up): the newest id,
-        # and the waiters of each channel that has messages after ``after_id`` (or of
-        # ``channel``), with how many untargeted messages a competing channel holds.
-        args = message_wakeups_args(after_id, workflows, channel)
-        # Its plan costs more than its execution: planned once per connection (generic).
-        rows = self._c.pipelined(
-            lambda db: db.execute(MESSAGE_WAKEUPS, args).fetchall, generic=True
+        return self._c.pipelined(
+            lambda db: in_pipeline(db, message_wakeups_conversation(after_id, workflows, channel)),
+            generic=True,
         )
-        return found_wakeups(rows, after_id, channel)
 
     def scan_wakeups(self, now: float, workflows: Sequence[str], limit: int) -> list[Wakeup]:
         rows = self._c.rows(
