@@ -19,10 +19,10 @@ A store whose calls may block on the network (``Store.inline`` false) is called 
 threads of the gate instead, so the loop stays responsive whatever the backend, and the
 calls of concurrent runs are in flight together (on PostgreSQL their commits then share
 the server's WAL flushes instead of waiting for one another). Such a store may make some
-calls on the loop itself without blocking it (``store.loop_call(name)``: a coroutine
-function, or None): PostgreSQL's per-step statement, whose hand-off to a thread and back
-costs as much as its round trip. It returns ``ON_A_THREAD`` when it cannot, and the call
-goes to a thread as any other.
+calls on the loop itself without blocking it (:class:`~romancy_nb.store.protocol.
+CallsOnTheLoop`): PostgreSQL's per-step statement and wake-ups, whose hand-off to a thread
+and back costs as much as their round trips. It returns ``ON_A_THREAD`` when it cannot,
+and the call goes to a thread as any other.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from romancy_nb.engine.signals import StoreFault
 from romancy_nb.errors import StoreError
-from romancy_nb.store.protocol import ON_A_THREAD
+from romancy_nb.store.protocol import ON_A_THREAD, CallsOnTheLoop
 
 log = logging.getLogger("romancy_nb")
 
@@ -58,6 +58,8 @@ class StoreGate:
     def __init__(self, *, inline: bool = True, threads: int = 1) -> None:
         self._inline = inline
         self._threads = threads
+        self._calls_on_the_loop: dict[type, bool] = {}
+        """Per store class: is it :class:`CallsOnTheLoop` (a protocol check is slow)."""
         self._thread: ThreadPoolExecutor | None = None
         self._sessions = 0
         self._sessions_lock = threading.Lock()
@@ -117,12 +119,18 @@ class StoreGate:
                 await self._pause(FIRST_DELAY)
         return await self._retrying(not self._inline, method, *args, **kwargs)
 
-    @staticmethod
-    def _on_loop(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
-        """The store's own way to make ``method`` on the event loop, if it has one
-        (``loop_call``: PostgreSQL's per-step statement, ``store/postgres/aio.py``)."""
-        finder = getattr(getattr(method, "__self__", None), "loop_call", None)
-        return None if finder is None else finder(getattr(method, "__name__", ""))
+    def _on_loop(self, method: Callable[..., Any]) -> Callable[..., Awaitable[Any]] | None:
+        """The store's own way to make ``method``, one of its methods, on the event loop,
+        if it has one (``store/postgres/aio.py``)."""
+        store: Any = getattr(method, "__self__", None)
+        kind = type(store)
+        on_the_loop = self._calls_on_the_loop.get(kind)
+        if on_the_loop is None:
+            on_the_loop = self._calls_on_the_loop[kind] = isinstance(store, CallsOnTheLoop)
+        if not on_the_loop:
+            return None
+        finder: Callable[[str], Callable[..., Awaitable[Any]] | None] = store.loop_call
+        return finder(method.__name__)
 
     async def request(self, method: Callable[..., T], *args: Any, blocking: bool = False) -> T:
         """As :meth:`call` (``blocking``: :meth:`call_blocking`), for a caller with no run to

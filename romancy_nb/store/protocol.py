@@ -15,7 +15,7 @@ store directly from the event loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -193,8 +193,20 @@ class Wakeup(NamedTuple):
 
 
 ON_A_THREAD: Any = type("OnAThread", (), {"__repr__": lambda self: "ON_A_THREAD"})()
-"""What a store's loop call (``loop_call``, see ``engine/gate.py``) returns when it cannot
-make the call on the event loop now: the engine makes it from a thread instead."""
+"""What a store's loop call (:class:`CallsOnTheLoop`) returns when it cannot make the
+call on the event loop now: the engine makes it from a thread instead."""
+
+
+@runtime_checkable
+class CallsOnTheLoop(Protocol):
+    """A store (not ``inline``) that can make some of its calls on the caller's event loop
+    without blocking it, where handing them to a thread would cost as much as the call
+    (PostgreSQL: the per-step statement and the calls of a wake-up; ``engine/gate.py``)."""
+
+    def loop_call(self, name: str) -> Callable[..., Awaitable[Any]] | None:
+        """The coroutine function making the store method ``name`` on the running loop,
+        or None (the method is made from a thread). It may return :data:`ON_A_THREAD`
+        when it cannot make a call now."""
 
 
 class WokenRun(NamedTuple):
