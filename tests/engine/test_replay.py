@@ -89,7 +89,11 @@ async def test_resume_replays_recorded_steps_without_running_them(store_url: str
     replaying_seen.clear()
     iid = await _interrupt_at_block(store_url, rp_flow)
     assert executed == ["rp_count:1", "rp_block:1"]
-    assert rn.App(store_url).get_instance(iid).status == "running"
+    offline = rn.App(store_url)  # reads only: never opened, so it resumes nothing
+    try:
+        assert offline.get_instance(iid).status == "running"
+    finally:
+        await offline.close()  # its store's pool too
 
     gate["open"].set()
     async with _app(store_url) as app:  # resumes the orphan on open
@@ -128,7 +132,11 @@ async def test_duplicate_step_id_is_an_error(app: rn.App) -> None:
 async def test_deterministic_helpers_replay_the_same_values(store_url: str) -> None:
     executed.clear()
     iid = await _interrupt_at_block(store_url, rp_helpers)
-    first = {s.step_id: s.output for s in rn.App(store_url).get_history(iid)}
+    offline = rn.App(store_url)  # reads only: never opened, so it resumes nothing
+    try:
+        first = {s.step_id: s.output for s in offline.get_history(iid)}
+    finally:
+        await offline.close()  # its store's pool too
     assert set(first) == {"now:1", "uuid:1", "random:1"}
     gate["open"].set()
     async with _app(store_url) as app:

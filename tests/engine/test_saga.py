@@ -108,7 +108,11 @@ async def test_compensation_resumes_after_a_crash_without_repeating(store_url: s
     iid = await app.start(sg_order, True)
     await eventually(lambda: "release a" in ledger)
     await app.close()
-    assert rn.App(store_url).get_instance(iid).status == "compensating"
+    offline = rn.App(store_url)  # reads only: never opened, so it resumes nothing
+    try:
+        assert offline.get_instance(iid).status == "compensating"
+    finally:
+        await offline.close()  # its store's pool too
     done_before = ledger.copy()
     gates["a"].set()
     async with rn.App(store_url, default_retry=rn.RetryPolicy.none()) as app:
