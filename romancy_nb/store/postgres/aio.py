@@ -51,7 +51,7 @@ from romancy_nb.store.protocol import (
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
 
 RECORD_STEP_PREPARED = Statement(
-    "romancy_record_step", RECORD_STEP, (TEXT, INT8, *[TEXT] * 7, INT8, FLOAT8, FLOAT8, TEXT, TEXT)
+    RECORD_STEP, (TEXT, INT8, *[TEXT] * 7, INT8, FLOAT8, FLOAT8, TEXT, TEXT)
 )
 """``RECORD_STEP`` as ``prepared.py`` sends it: a ``StepRecord``'s fields, the instance
 id and the owner."""
@@ -105,16 +105,14 @@ class LoopCalls:
         """As ``PostgresStore.message_wakeups``: the first store call of every wake-up by
         another process's message."""
         return await self._on_a_connection(
-            lambda on: on_the_loop(
-                on.connection, message_wakeups_conversation(after_id, workflows, channel)
-            )
+            lambda on: on_the_loop(on, message_wakeups_conversation(after_id, workflows, channel))
         )
 
     async def wake(self, instance_id: str, step_id: str, owner: str, now: float) -> Any:
         """As ``PostgresStore.wake``: ending the wait that a message or a timer answers."""
 
         def conversation(on: LoopConnection) -> Awaitable[WokenRun | None]:
-            return on_the_loop(on.connection, wake_conversation(instance_id, step_id, owner, now))
+            return on_the_loop(on, wake_conversation(instance_id, step_id, owner, now))
 
         return await self._on_a_connection(conversation)
 

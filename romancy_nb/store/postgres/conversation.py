@@ -26,6 +26,8 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from romancy_nb.store.postgres.connections import GENERIC_PLANS, Connection
+from romancy_nb.store.postgres.pipeline import Pipeline
+from romancy_nb.store.postgres.prepared import LoopConnection
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -92,26 +94,24 @@ def _send(connection: Connection, batch: Batch) -> list[psycopg.Cursor[TupleRow]
     return cursors
 
 
-async def on_the_loop(connection: psycopg.AsyncConnection[TupleRow], conv: Conversation[T]) -> T:
-    """Converse on an async connection in autocommit, as one transaction."""
-    async with connection.pipeline():
-        await connection.execute("BEGIN")
-        await connection.execute(GENERIC_PLANS)
-        try:
-            batch = next(conv)
-            while True:
-                cursors = []
-                for statement in batch.statements:
-                    cursor = await connection.execute(statement.sql, statement.args, prepare=True)
-                    if isinstance(statement, Read):
-                        cursors.append(cursor)
-                if batch.commit:
-                    await connection.execute("COMMIT")
-                    return _ended(conv, [await c.fetchall() for c in cursors])
-                batch = conv.send([await c.fetchall() for c in cursors])
-        except StopIteration as done:
-            await connection.execute("COMMIT")
-            return done.value  # type: ignore[no-any-return]
+async def on_the_loop(on: LoopConnection, conversation: Conversation[T]) -> T:
+    """Converse on a loop connection (in autocommit), as one transaction: each batch is
+    one write and one round trip (``pipeline.py``)."""
+    pipeline = Pipeline(on, GENERIC_PLANS)
+    try:
+        batch = next(conversation)
+        while True:
+            statements = [(s.sql, s.args, isinstance(s, Read)) for s in batch.statements]
+            rows = await pipeline.send(statements, commit=batch.commit)
+            if batch.commit:
+                return _ended(conversation, rows)
+            batch = conversation.send(rows)
+    except StopIteration as done:
+        await pipeline.send((), commit=True)
+        answer: T = done.value
+        return answer
+    finally:
+        pipeline.close()
 
 
 __all__ = ["Batch", "Conversation", "Read", "Rows", "Write", "in_pipeline", "on_the_loop"]

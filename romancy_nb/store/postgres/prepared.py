@@ -39,21 +39,25 @@ class NotAsText(ValueError):
     with no text form here): send the statement the general way."""
 
 
+def numbered(sql: str, count: int) -> bytes:
+    """``sql`` with ``$1``, ``$2``... in place of its ``count`` ``%s`` (what the server
+    prepares)."""
+    head, *rest = sql.split("%s")
+    if len(rest) != count:
+        raise ValueError(f"{len(rest)} placeholders, {count} types: {sql[:60]!r}")
+    return (head + "".join(f"${i}{part}" for i, part in enumerate(rest, 1))).encode()
+
+
 @dataclass(frozen=True)
 class Statement:
-    """A statement with ``%s`` placeholders, prepared by name with declared types."""
+    """A statement with ``%s`` placeholders and the types of its parameters."""
 
-    name: str
     sql: str
     types: tuple[int, ...]
 
     @property
     def numbered(self) -> bytes:
-        """The SQL with ``$1``, ``$2``... in place of ``%s`` (what the server prepares)."""
-        head, *rest = self.sql.split("%s")
-        if len(rest) != len(self.types):
-            raise ValueError(f"{self.name}: {len(rest)} placeholders, {len(self.types)} types")
-        return (head + "".join(f"${i}{part}" for i, part in enumerate(rest, 1))).encode()
+        return numbered(self.sql, len(self.types))
 
 
 @dataclass(eq=False)  # one per connection: compared by identity
@@ -61,7 +65,15 @@ class LoopConnection:
     """An async connection of the loop calls, and the statements prepared on it."""
 
     connection: AsyncConnection
-    prepared: set[str] = field(default_factory=set)
+    names: dict[tuple[bytes, tuple[int, ...]], bytes] = field(default_factory=dict)
+    """The name of each statement prepared on it, by its SQL and parameter types."""
+    _made: int = 0
+
+    def new_name(self) -> bytes:
+        """A name no statement of this connection has (recorded in :attr:`names` once
+        the statement is prepared)."""
+        self._made += 1
+        return f"romancy_{self._made}".encode()
 
 
 def as_text(values: Sequence[Any]) -> list[bytes | None]:
@@ -88,12 +100,14 @@ async def execute(on: LoopConnection, statement: Statement, values: Sequence[Any
     :class:`NotAsText` before sending anything, or psycopg's error for the server's."""
     params = as_text(values)
     pgconn = on.connection.pgconn
-    if statement.name not in on.prepared:
-        name = statement.name.encode()
-        pgconn.send_prepare(name, statement.numbered, param_types=statement.types)
+    key = (statement.numbered, statement.types)
+    name = on.names.get(key)
+    if name is None:
+        name = on.new_name()
+        pgconn.send_prepare(name, key[0], param_types=statement.types)
         _check(await _results(pgconn))
-        on.prepared.add(statement.name)
-    pgconn.send_query_prepared(statement.name.encode(), params)
+        on.names[key] = name
+    pgconn.send_query_prepared(name, params)
     return _check(await _results(pgconn)).command_tuples or 0
 
 
@@ -109,27 +123,31 @@ def _check(result: pq.abc.PGresult) -> pq.abc.PGresult:
 
 
 async def _wait(gen: Any, fileno: int) -> Any:
-    """Drive a psycopg protocol generator: wait on the socket for what it asks, with
-    one future per wait (no timer: a lost server is seen by libpq and the keepalives)."""
-    loop = asyncio.get_running_loop()
+    """Drive a psycopg protocol generator: wait on the socket for what it asks."""
     try:
         wanted: Wait = next(gen)
         while True:
-            ready: asyncio.Future[Ready] = loop.create_future()
-            if wanted & WAIT_R:
-                loop.add_reader(fileno, _resolve, ready, READY_R)
-            if wanted & WAIT_W:
-                loop.add_writer(fileno, _resolve, ready, READY_W)
-            try:
-                got = await ready
-            finally:
-                if wanted & WAIT_R:
-                    loop.remove_reader(fileno)
-                if wanted & WAIT_W:
-                    loop.remove_writer(fileno)
-            wanted = gen.send(got)
+            wanted = gen.send(await socket_ready(fileno, wanted))
     except StopIteration as done:
         return done.value
+
+
+async def socket_ready(fileno: int, wanted: Wait) -> Ready:
+    """Wait until the socket can be read or written, as ``wanted``, with one future (no
+    timer: a lost server is seen by libpq and the keepalives)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[Ready] = loop.create_future()
+    if wanted & WAIT_R:
+        loop.add_reader(fileno, _resolve, ready, READY_R)
+    if wanted & WAIT_W:
+        loop.add_writer(fileno, _resolve, ready, READY_W)
+    try:
+        return await ready
+    finally:
+        if wanted & WAIT_R:
+            loop.remove_reader(fileno)
+        if wanted & WAIT_W:
+            loop.remove_writer(fileno)
 
 
 def _resolve(future: asyncio.Future[Ready], ready: Ready) -> None:
@@ -137,4 +155,14 @@ def _resolve(future: asyncio.Future[Ready], ready: Ready) -> None:
         future.set_result(ready)
 
 
-__all__ = ["FLOAT8", "INT8", "TEXT", "LoopConnection", "NotAsText", "Statement", "execute"]
+__all__ = [
+    "FLOAT8",
+    "INT8",
+    "TEXT",
+    "LoopConnection",
+    "NotAsText",
+    "Statement",
+    "execute",
+    "numbered",
+    "socket_ready",
+]

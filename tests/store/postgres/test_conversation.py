@@ -20,6 +20,7 @@ from romancy_nb.store.postgres.conversation import (
     in_pipeline,
     on_the_loop,
 )
+from romancy_nb.store.postgres.prepared import LoopConnection
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def in_a_thread(connections: Connections, conversation: Callable[[], Conversatio
 def on_a_loop(url: str, conversation: Callable[[], Conversation[Any]]) -> Any:
     async def talk() -> Any:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
-            return await on_the_loop(connection, conversation())
+            return await on_the_loop(LoopConnection(connection), conversation())
 
     return asyncio.run(talk())
 

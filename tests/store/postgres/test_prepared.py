@@ -98,7 +98,7 @@ def test_what_has_no_text_form_here_is_refused(value: object) -> None:
 
 
 def test_a_statement_declares_as_many_types_as_it_has_placeholders() -> None:
-    assert prepared.Statement("s", "SELECT %s, %s", (25, 20)).numbered == b"SELECT $1, $2"
+    assert prepared.Statement("SELECT %s, %s", (25, 20)).numbered == b"SELECT $1, $2"
     for sql in ("SELECT %s", "SELECT %s, %s, %s"):
         with pytest.raises(ValueError, match="placeholders, 2 types"):
-            _ = prepared.Statement("s", sql, (25, 20)).numbered
+            _ = prepared.Statement(sql, (25, 20)).numbered
