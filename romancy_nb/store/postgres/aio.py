@@ -1,24 +1,24 @@
 """Store calls sent from the engine's event loop, without a thread: the per-step
-statement (``prepared.py``), and the calls of a wake-up (``publish`` from outside a
-workflow, ``message_wakeups``, ``wake``: the last two are conversations, written once for
-a thread and for the loop, ``conversation.py``).
+statement, and the calls of a wake-up (``publish`` from outside a workflow,
+``message_wakeups``, ``wake``: the last two are conversations, written once for a thread
+and for the loop, ``conversation.py``).
 
 The engine calls a store whose calls cross the network from the threads of its gate
 (``engine/gate.py``), so the loop never waits on the network. For the one call every
 durable step makes — ``record_step``, one statement — that hand-off costs as much as the
 round trip itself on a small machine: the gate's thread is woken to send the statement,
 then the loop is woken by the thread with the answer (≈ 0.3 ms each on two idle vCPUs),
-on top of the wake-up the answer itself causes. Here the loop sends the statement on a
-:class:`psycopg.AsyncConnection` of its own and waits for the answer in its selector, like
-for any socket: one wake-up, as a blocking client has.
+on top of the wake-up the answer itself causes. Here the loop sends the statements on
+connections of its own and waits for the answers in its selector, like for any socket
+(``pipeline.py``): one wake-up, as a blocking client has.
 
 :meth:`LoopCalls.call` is what the gate asks for (see ``StoreGate.call``): the coroutine
 function to use for a store method on the loop, or None. The connections are few
 (``max_size``), each used by one call at a time and kept for the next, newest first (so
-the statements psycopg prepared on it stay in use); with none free, the call is handed
-back (``ON_A_THREAD``) and the gate makes it from a thread, as it would without this.
-Errors are the store's (``translate.py``): a lost connection is dropped, and the gate
-retries a transient error as it retries any other.
+the statements prepared on it stay in use); with none free, the call is handed back
+(``ON_A_THREAD``) and the gate makes it from a thread, as it would without this. Errors
+are the store's (``translate.py``): a lost connection is dropped, and the gate retries a
+transient error as it retries any other.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import TupleRow
 
-from romancy_nb.store.postgres import prepared
 from romancy_nb.store.postgres.conversation import on_the_loop
-from romancy_nb.store.postgres.prepared import FLOAT8, INT8, TEXT, LoopConnection, Statement
+from romancy_nb.store.postgres.pipeline import LoopConnection, one_statement
 from romancy_nb.store.postgres.sql import RECORD_STEP
 from romancy_nb.store.postgres.translate import is_connection_loss, translate
 from romancy_nb.store.postgres.waiting import (
@@ -49,12 +48,6 @@ from romancy_nb.store.protocol import (
 )
 
 AsyncConnection = psycopg.AsyncConnection[TupleRow]
-
-RECORD_STEP_PREPARED = Statement(
-    RECORD_STEP, (TEXT, INT8, *[TEXT] * 7, INT8, FLOAT8, FLOAT8, TEXT, TEXT)
-)
-"""``RECORD_STEP`` as ``prepared.py`` sends it: a ``StepRecord``'s fields, the instance
-id and the owner."""
 
 
 class LoopCalls:
@@ -91,11 +84,7 @@ class LoopCalls:
         values = (*step, step.instance_id, owner)
 
         async def statement(on: LoopConnection) -> bool:
-            try:
-                return await prepared.execute(on, RECORD_STEP_PREPARED, values) == 1
-            except prepared.NotAsText:  # psycopg's own path, and its own error if any
-                cursor = await on.connection.execute(RECORD_STEP, values)
-                return cursor.rowcount == 1
+            return (await one_statement(on, RECORD_STEP, values)).command_tuples == 1
 
         return await self._on_a_connection(statement)
 
@@ -125,9 +114,8 @@ class LoopCalls:
             return ON_A_THREAD
 
         async def statement(on: LoopConnection) -> int:
-            cursor = await on.connection.execute(PUBLISH, publish_args(message))
-            row = await cursor.fetchone()
-            return int(row[0]) if row else 0
+            result = await one_statement(on, PUBLISH, publish_args(message))
+            return int(result.get_value(0, 0) or 0) if result.ntuples else 0
 
         return await self._on_a_connection(statement)
 

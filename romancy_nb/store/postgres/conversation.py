@@ -26,8 +26,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from romancy_nb.store.postgres.connections import GENERIC_PLANS, Connection
-from romancy_nb.store.postgres.pipeline import Pipeline
-from romancy_nb.store.postgres.prepared import LoopConnection
+from romancy_nb.store.postgres.pipeline import LoopConnection, Pipeline
 
 T = TypeVar("T")
 Rows = list[tuple[Any, ...]]
@@ -97,7 +96,7 @@ def _send(connection: Connection, batch: Batch) -> list[psycopg.Cursor[TupleRow]
 async def on_the_loop(on: LoopConnection, conversation: Conversation[T]) -> T:
     """Converse on a loop connection (in autocommit), as one transaction: each batch is
     one write and one round trip (``pipeline.py``)."""
-    pipeline = Pipeline(on, GENERIC_PLANS)
+    pipeline = Pipeline(on, "BEGIN", GENERIC_PLANS)
     try:
         batch = next(conversation)
         while True:

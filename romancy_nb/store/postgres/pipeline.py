@@ -1,38 +1,72 @@
-"""A transaction on a loop connection in libpq's pipeline mode, each batch one write.
+"""Statements sent from the event loop with libpq's own calls, a batch in one write.
 
-psycopg's own pipeline (``AsyncConnection.pipeline()``) flushes the socket after every
-statement it queues, so a batch of six statements is six writes: on a small VM each
-write to a loopback socket wakes the server's backend, which runs on the same two vCPUs
-— about a third of a millisecond each, and the bulk of a wake-up's time. :class:`Pipeline`
-queues a whole batch in libpq's buffer and writes it once, with its sync, then reads the
-answers; psycopg still adapts the arguments and the rows (its ``Transformer``, as a
-cursor does) and its error classes are the ones raised. Every statement is prepared by
-name once per connection (``LoopConnection.name_for``).
+The loop calls (``aio.py``) make the per-step statement and the wake-ups' transactions
+on async connections of their own. psycopg's ``AsyncConnection.execute`` costs about
+120 µs of CPU per statement on two small vCPUs (a cursor, ``wait_async`` arming a timer
+around every wait...), and its pipeline (``AsyncConnection.pipeline()``) flushes the
+socket after every statement it queues, so a batch of six statements is six writes: each
+write to a loopback socket wakes the server's backend, which runs on the same vCPUs —
+the bulk of a wake-up's time. :class:`Pipeline` queues a whole batch in libpq's buffer
+(its pipeline mode) and writes it once, with its sync, then reads the answers, waiting
+on the socket with one future. psycopg still does everything else: its C generators and
+``pq`` connection speak the protocol, its ``Transformer`` adapts the arguments and the
+rows as a cursor does, and its error classes are the ones raised. Every statement is
+prepared by name once per connection (:class:`LoopConnection`).
 
 A statement that fails aborts the rest of its batch (PostgreSQL skips them until the
-sync) and its error is raised; the transaction is then failed, and the loop calls close
-the connection rather than keep it (``aio.py``).
+sync) and its error is raised; in a transaction, the loop calls then close the
+connection rather than keep it (``aio.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.errors import error_from_result
-from psycopg.waiting import WAIT_R, WAIT_W
+from psycopg.rows import TupleRow
+from psycopg.waiting import READY_R, READY_W, WAIT_R, WAIT_W, Ready, Wait
 
-from romancy_nb.store.postgres.prepared import LoopConnection, numbered, socket_ready
-
+AsyncConnection = psycopg.AsyncConnection[TupleRow]
 Rows = list[tuple[Any, ...]]
+
+
+@dataclass(eq=False)  # one per connection: compared by identity
+class LoopConnection:
+    """An async connection of the loop calls, and the statements prepared on it."""
+
+    connection: AsyncConnection
+    names: dict[tuple[bytes, tuple[int, ...]], bytes] = field(default_factory=dict)
+    """The name of each statement prepared on it, by its SQL and parameter types."""
+    _made: int = 0
+
+    def new_name(self) -> bytes:
+        """A name no statement of this connection has (recorded in :attr:`names` once
+        the statement is prepared)."""
+        self._made += 1
+        return f"romancy_{self._made}".encode()
+
+
+def numbered(sql: str, count: int) -> bytes:
+    """``sql`` with ``$1``, ``$2``... in place of its ``count`` ``%s`` (what the server
+    prepares)."""
+    head, *rest = sql.split("%s")
+    if len(rest) != count:
+        raise ValueError(f"{len(rest)} placeholders for {count} arguments: {sql[:60]!r}")
+    return (head + "".join(f"${i}{part}" for i, part in enumerate(rest, 1))).encode()
 
 
 class Pipeline:
     """One transaction: :meth:`send` batches, the last one with ``commit``; see the module."""
 
     def __init__(self, on: LoopConnection, *prelude: str) -> None:
+        """``prelude``: commands sent with the first batch (``BEGIN``...); without a
+        ``BEGIN`` each batch is a transaction of its own (the sync ends it)."""
         self._on = on
         self._pgconn = on.connection.pgconn
         self._transformer = Transformer(on.connection)
@@ -41,7 +75,7 @@ class Pipeline:
         self._new: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         """The statements prepared by this batch (known to the connection once it ran)."""
         self._pgconn.enter_pipeline_mode()
-        for command in ("BEGIN", *prelude):
+        for command in prelude:
             self._command(command)
 
     def close(self) -> None:
@@ -60,9 +94,18 @@ class Pipeline:
             self._statement(sql, args, read)
         if commit:
             self._command("COMMIT")
-        self._pgconn.pipeline_sync()
-        await self._flush()
-        return self._answers(await self._results())
+        transformer = self._transformer
+        rows: list[Rows] = []
+        for result in await self._round_trip():
+            transformer.set_pgresult(result)
+            rows.append(transformer.load_rows(0, result.ntuples, tuple))
+        return rows
+
+    async def result(self, sql: str, args: Sequence[Any]) -> pq.abc.PGresult:
+        """Send one statement; its result (its rows, how many rows it changed)."""
+        self._statement(sql, args, True)
+        (result,) = await self._round_trip()
+        return result
 
     def _command(self, sql: str) -> None:
         self._pgconn.send_query_params(sql.encode(), None)
@@ -81,9 +124,20 @@ class Pipeline:
         self._pgconn.send_query_prepared(name, params)
         self._wanted.append(read)
 
-    async def _flush(self) -> None:
+    async def _round_trip(self) -> list[pq.abc.PGresult]:
+        """Sync, write what is queued, read up to the sync; the result of each read."""
+        self._pgconn.pipeline_sync()
         while self._pgconn.flush() == 1:  # the socket's buffer is full: wait to write
             await socket_ready(self._pgconn.socket, WAIT_W)
+        queries = await self._results()
+        wanted, self._wanted = self._wanted, []
+        new, self._new = self._new, {}
+        for results in queries:
+            for result in results:
+                if result.status == pq.ExecStatus.FATAL_ERROR:
+                    raise error_from_result(result, self._on.connection.info.encoding)
+        self._on.names.update(new)
+        return [results[-1] for read, results in zip(wanted, queries, strict=True) if read]
 
     async def _results(self) -> list[list[pq.abc.PGresult]]:
         """Each queued query's results, up to the sync."""
@@ -104,22 +158,38 @@ class Pipeline:
             else:
                 current.append(result)
 
-    def _answers(self, queries: list[list[pq.abc.PGresult]]) -> list[Rows]:
-        wanted, self._wanted = self._wanted, []
-        new, self._new = self._new, {}
-        for results in queries:
-            for result in results:
-                if result.status == pq.ExecStatus.FATAL_ERROR:
-                    raise error_from_result(result, self._on.connection.info.encoding)
-        self._on.names.update(new)
-        rows: list[Rows] = []
-        transformer = self._transformer
-        for read, results in zip(wanted, queries, strict=True):
-            if read:
-                result = results[-1]
-                transformer.set_pgresult(result)
-                rows.append(transformer.load_rows(0, result.ntuples, tuple))
-        return rows
+
+async def socket_ready(fileno: int, wanted: Wait) -> Ready:
+    """Wait until the socket can be read or written, as ``wanted``, with one future (no
+    timer: a lost server is seen by libpq and the keepalives)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[Ready] = loop.create_future()
+    if wanted & WAIT_R:
+        loop.add_reader(fileno, _resolve, ready, READY_R)
+    if wanted & WAIT_W:
+        loop.add_writer(fileno, _resolve, ready, READY_W)
+    try:
+        return await ready
+    finally:
+        if wanted & WAIT_R:
+            loop.remove_reader(fileno)
+        if wanted & WAIT_W:
+            loop.remove_writer(fileno)
 
 
-__all__ = ["Pipeline", "Rows"]
+def _resolve(future: asyncio.Future[Ready], ready: Ready) -> None:
+    if not future.done():
+        future.set_result(ready)
+
+
+async def one_statement(on: LoopConnection, sql: str, args: Sequence[Any]) -> pq.abc.PGresult:
+    """One statement in a transaction of its own, prepared once per connection; its
+    result (rows, and how many it changed)."""
+    pipeline = Pipeline(on)
+    try:
+        return await pipeline.result(sql, args)
+    finally:
+        pipeline.close()
+
+
+__all__ = ["LoopConnection", "Pipeline", "Rows", "numbered", "one_statement"]

@@ -20,7 +20,7 @@ from romancy_nb.store.postgres.conversation import (
     in_pipeline,
     on_the_loop,
 )
-from romancy_nb.store.postgres.prepared import LoopConnection
+from romancy_nb.store.postgres.pipeline import LoopConnection
 
 
 @pytest.fixture

@@ -1,21 +1,19 @@
-"""The per-step statement sent from the event loop with libpq's own calls
-(``store/postgres/prepared.py``): what it writes reads back exactly as the general path's,
-it checks the lease, and its errors are the store's."""
+"""The statements sent from the event loop with libpq's own calls
+(``store/postgres/pipeline.py``): what the per-step statement writes reads back exactly,
+it checks the lease, and its errors are the store's, as on a thread."""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from romancy_nb.errors import StoreError
-from romancy_nb.store.postgres import prepared
+from romancy_nb.store.postgres.pipeline import numbered
 from romancy_nb.store.postgres.store import PostgresStore
-from romancy_nb.store.protocol import StepRecord
+from romancy_nb.store.protocol import MessageRecord, StepRecord
 from tests.store.postgres.records import instance, step
 
 
@@ -66,12 +64,10 @@ def test_a_server_error_on_the_loop_is_the_stores_error(pg_store: PostgresStore)
     assert asyncio.run(record_step(step(record.instance_id, 2), "me")) is True
 
 
-def test_a_nul_character_takes_the_general_path_and_its_error(pg_store: PostgresStore) -> None:
+def test_a_nul_character_is_refused_as_on_a_thread(pg_store: PostgresStore) -> None:
     record = instance("me")
     pg_store.create_instance(record)
     with_nul = step(record.instance_id, 1)._replace(name="a\x00b")
-    with pytest.raises(prepared.NotAsText):
-        prepared.as_text(with_nul)
     record_step = on_the_loop(pg_store, "record_step")
     with pytest.raises(StoreError) as refused:  # never silently cut at the NUL
         asyncio.run(record_step(with_nul, "me"))
@@ -79,26 +75,25 @@ def test_a_nul_character_takes_the_general_path_and_its_error(pg_store: Postgres
         pg_store.record_step(with_nul, "me")
     assert type(refused.value) is type(refused_on_a_thread.value)
     assert pg_store.load_history(record.instance_id) == []
+    # the connection that refused it is still usable
+    assert asyncio.run(record_step(step(record.instance_id, 1), "me")) is True
 
 
-@pytest.mark.parametrize(
-    "value", [0.1, 1 / 3, sys.float_info.max, sys.float_info.min, 5e-324, -0.0, 2**63 - 1]
-)
-def test_numbers_go_as_text_that_parses_back_to_the_same_value(value: float) -> None:
-    (text,) = prepared.as_text([value])
-    assert text is not None
-    parsed = int(text) if isinstance(value, int) else float(text)
-    assert parsed == value and math.copysign(1, parsed) == math.copysign(1, value)
+def test_an_outside_publish_on_the_loop_gives_the_message_id_once(
+    pg_store: PostgresStore,
+) -> None:
+    publish = on_the_loop(pg_store, "publish")
+    message = MessageRecord(0, "m-1", "orders", None, '{"n": 1}', "{}", None, 1.0)
+    first = asyncio.run(publish(message))
+    assert first > 0
+    assert asyncio.run(publish(message)) == 0  # the same message id: stored once
+    with pg_store.connect() as connection:
+        stored = connection.execute("SELECT id, message_id FROM channel_messages").fetchall()
+    assert stored == [(first, "m-1")]
 
 
-@pytest.mark.parametrize("value", [True, b"bytes", object()])
-def test_what_has_no_text_form_here_is_refused(value: object) -> None:
-    with pytest.raises(prepared.NotAsText):
-        prepared.as_text([value])
-
-
-def test_a_statement_declares_as_many_types_as_it_has_placeholders() -> None:
-    assert prepared.Statement("SELECT %s, %s", (25, 20)).numbered == b"SELECT $1, $2"
+def test_placeholders_become_numbered_parameters() -> None:
+    assert numbered("SELECT %s, %s", 2) == b"SELECT $1, $2"
     for sql in ("SELECT %s", "SELECT %s, %s, %s"):
-        with pytest.raises(ValueError, match="placeholders, 2 types"):
-            _ = prepared.Statement(sql, (25, 20)).numbered
+        with pytest.raises(ValueError, match="placeholders for 2 arguments"):
+            numbered(sql, 2)
