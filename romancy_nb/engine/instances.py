@@ -424,12 +424,16 @@ class Instances:
         started for any worker, released ones, and those whose holder is gone — this
         worker included, when it holds a lease with no run."""
         names = [wf.name for wf in self._registry.workflows()]
-        capacity = self.capacity()
-        if not names or capacity < 1:
+        if not names or self.capacity() < 1:
             return 0
         now = time.time()
         # its own leases without a run count too (what runs here is excluded)
         dead = [self._worker_id, *await self._gone_workers(now)]
+        # the room as it is now, reserved at once: a start or a wake-up may have taken
+        # some while the workers were read
+        capacity = self.capacity()
+        if capacity < 1:
+            return 0
         generation = self._registry.generation
         exclude = {*self._runs, *self._claiming}
         exclude.update(iid for iid, (gen, _) in self._diverged.items() if gen == generation)
