@@ -450,6 +450,8 @@ class Instances:
                 resumed += await self._run_claimed(record)
         finally:
             self._reserved -= capacity
+            if self.waker is not None:  # a wake-up may have found no room meanwhile
+                self.waker.room_freed()
         if resumed:
             log.info("resumed %d instance(s)", resumed)
         return resumed

@@ -175,8 +175,8 @@ class Waker:
         return bool(instances.max_concurrent) and instances.capacity() < 1
 
     def room_freed(self) -> None:
-        """A run ended here: end the waits left for lack of room meanwhile, without waiting
-        for the sweep."""
+        """Room was freed here (a run ended; recovery released the room it had reserved):
+        end the waits left for lack of room meanwhile, without waiting for the sweep."""
         if self.closed or self.instances.capacity() < 1:
             return
         if self._behind_after is not None:
