@@ -45,7 +45,11 @@ How each figure is taken (details in bench/postgres.py and each workload's docst
   (`rn.App(url)`; DBOS launched in the process, its synchronous idiom), no-op steps; CPU
   per step is the same difference of the process's CPU time (all its threads).
   romancy_nb records a step with one statement (an `INSERT … SELECT … WHERE` that checks
-  the lease), one round trip and one commit: checked with `log_statement = all`.
+  the lease), one round trip and one commit: checked with `log_statement = all`. Each
+  peer's per-step run is made three times (`--rounds`), the peers alternating, and the
+  best is kept with the floor taken just before it: this VM's fsync latency varies
+  several-fold from one minute to the next (a run saw the same INSERT take 1.3 ms before
+  one peer and 0.27 ms before the other), and alternating gives both the same chances.
 - **synchronous_commit=off**: the same per-step runs after `ALTER SYSTEM SET
   synchronous_commit = off` (commits stop waiting for the WAL flush; a server crash may
   lose the last commits, never consistency). It shows the cost that is not the disk's.
@@ -66,7 +70,7 @@ How each figure is taken (details in bench/postgres.py and each workload's docst
   before the send (one machine, one clock). DBOS on PostgreSQL wakes `recv` by
   LISTEN/NOTIFY, as romancy_nb does.
 - **The machine**: 2 vCPUs shared with the PostgreSQL server, every worker process and
-  the client, and — during this session — with other test suites (the load average
+  the client, and with whatever else runs on the machine then (the load average
   before and after is in the machine line; above 2 the CPUs are oversubscribed and every
   round trip waits for a CPU). 4 worker processes contend with the server for 2 cores,
   so the 4-worker figures say more about the machine than about either framework. Read
