@@ -153,6 +153,8 @@ class Pipeline:
             if result is None:  # the end of one query's results
                 queries.append(current)
                 current = []
+                if len(queries) > len(self._wanted):  # no sync will come: never spin
+                    raise psycopg.OperationalError("the server's answers ended before the sync")
             elif result.status == pq.ExecStatus.PIPELINE_SYNC:
                 return queries
             else:

@@ -118,3 +118,25 @@ def test_a_conversation_must_end_at_its_committing_batch(
 ) -> None:
     with pytest.raises(RuntimeError, match="went on after its committing batch"):
         drive(how, connections, pg_url, goes_on_after_committing)
+
+
+def sleeps() -> Conversation[None]:
+    yield Batch((Read("SELECT pg_sleep(0.3)"), Read("SELECT 1")), commit=True)
+
+
+def test_a_connection_lost_mid_conversation_raises_on_the_loop(
+    connections: Connections, pg_url: str
+) -> None:
+    async def talk() -> None:
+        connection = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+        pid = connection.info.backend_pid
+        try:
+            talking = asyncio.ensure_future(on_the_loop(LoopConnection(connection), sleeps()))
+            await asyncio.sleep(0.1)
+            connections.rows("SELECT pg_terminate_backend(%s)", (pid,))
+            await talking
+        finally:
+            connection.pgconn.finish()
+
+    with pytest.raises(psycopg.OperationalError):
+        asyncio.run(talk())
