@@ -8,12 +8,14 @@ the engine would take the dead worker for a live one.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from romancy_nb.testing import wait_until
@@ -96,6 +98,27 @@ class WorkerProcess:
 
     def wait(self, timeout: float = 120) -> int:
         return self.process.wait(timeout)
+
+
+def crash_random() -> tuple[int, random.Random]:
+    """The seed and random source of a crash test: seeded from ``$ROMANCY_CRASH_SEED`` or
+    at random, the seed printed so that a failing run can be repeated."""
+    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
+    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
+    return seed, random.Random(seed)
+
+
+@contextlib.contextmanager
+def reaped(workers: Sequence[WorkerProcess]) -> Iterator[None]:
+    """Print what the workers wrote if the block fails; kill and reap them after it."""
+    try:
+        yield
+    except BaseException:
+        for worker in workers:
+            print(worker.output())
+        raise
+    finally:
+        stop_all(workers)
 
 
 def stop_all(workers: Sequence[WorkerProcess]) -> None:

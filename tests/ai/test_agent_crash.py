@@ -13,7 +13,7 @@ from romancy_nb.testing import eventually
 from tests.ai.agent_flows import LEDGER, Gate, ai_trip
 from tests.ai.openai_server import OpenAIServer, ToolCall
 from tests.conftest import TableReader
-from tests.processes import WorkerProcess, stop_all
+from tests.processes import WorkerProcess, reaped
 
 APP = "tests.ai.agent_worker:app"
 
@@ -29,7 +29,7 @@ async def test_a_killed_agent_loop_resumes_without_repeating_tool_calls(
     gate.mkdir()
     env = {"ROMANCY_DB": store_url}
     workers: list[WorkerProcess] = []
-    try:
+    with reaped(workers):
         first = WorkerProcess(["--app", APP], tmp_path, "worker-0", env=env)
         workers.append(first)
         first.serving()
@@ -54,9 +54,3 @@ async def test_a_killed_agent_loop_resumes_without_repeating_tool_calls(
         # Four model requests in all: the two answered before the kill were not asked again.
         assert len(openai_server.requests) == 4
         second.terminate()
-    except BaseException:
-        for worker in workers:
-            print(worker.output())
-        raise
-    finally:
-        stop_all(workers)

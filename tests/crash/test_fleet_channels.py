@@ -12,8 +12,6 @@ ledger rows are its history.
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from romancy_nb.testing import eventually
 from tests.crash.fleet import Fleet, client, database_state, ledger_count, ledger_database
 from tests.crash.fleet_flows import consumer
+from tests.processes import crash_random
 from tests.sql import postgres_rows
 
 CONSUMERS = 9
@@ -34,9 +33,7 @@ CHANNEL = "fleet.jobs"
 async def test_competing_consumers_in_three_workers_take_each_message_once(
     tmp_path: Path,
 ) -> None:
-    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
-    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
-    rng = random.Random(seed)
+    _, rng = crash_random()
     url = ledger_database(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -13,8 +13,6 @@ and ledger agree row for row.
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from romancy_nb.testing import eventually
 from tests.crash.fleet import Fleet, check_exactly_once, client, ledger_count, ledger_database
 from tests.crash.fleet_flows import ledger_flow
+from tests.processes import crash_random
 
 WORKERS = 3
 INSTANCES = 300
@@ -38,9 +37,7 @@ MIN_KILLS_IN_PROGRESS = 10
 async def test_random_sigkills_of_three_workers_keep_every_step_exactly_once(
     tmp_path: Path,
 ) -> None:
-    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
-    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
-    rng = random.Random(seed)
+    seed, rng = crash_random()
     url = ledger_database(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()

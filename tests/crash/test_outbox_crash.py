@@ -15,8 +15,6 @@ written, each instance's events first arrived in their order, and every row is d
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import signal
 from collections import Counter
 from pathlib import Path
@@ -28,7 +26,7 @@ from romancy_nb.store import open_store
 from romancy_nb.testing import eventually
 from tests.crash.outbox_flows import EVENT_TYPE
 from tests.edges.event_receiver import Arrival, EventReceiver
-from tests.processes import WorkerProcess, stop_all
+from tests.processes import WorkerProcess, crash_random, reaped
 
 APP = "tests.crash.outbox_worker:app"
 INSTANCES = 5
@@ -46,9 +44,7 @@ MIN_KILLS_MID_DELIVERY = 2
 async def test_sigkill_of_the_relaying_worker_loses_no_event_and_keeps_the_order(
     store_url: str, tmp_path: Path
 ) -> None:
-    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
-    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
-    rng = random.Random(seed)
+    seed, rng = crash_random()
     logs = tmp_path / "logs"
     logs.mkdir()
     receiver = EventReceiver(hold=HOLD)
@@ -74,53 +70,49 @@ async def test_sigkill_of_the_relaying_worker_loses_no_event_and_keeps_the_order
 
     store = open_store(store_url)
     try:
-        async with rn.App(store_url, max_concurrent=0) as client:  # runs nothing itself
-            spawn().serving()
-            spawn().serving()
-            for i in range(INSTANCES):
-                await client.start("outbox_crash_flow", STEPS, PAUSE, instance_id=f"n-{i}")
+        with reaped(workers):
+            async with rn.App(store_url, max_concurrent=0) as client:  # runs nothing itself
+                spawn().serving()
+                spawn().serving()
+                for i in range(INSTANCES):
+                    await client.start("outbox_crash_flow", STEPS, PAUSE, instance_id=f"n-{i}")
 
-        kills_mid_delivery = 0
-        for round_ in range(KILLS):
-            before = len(receiver.all())
-            await eventually(
-                lambda b=before: len(receiver.all()) >= b + 3,
-                timeout=30,  # a killed relayer's batch waiting out its lease (60 s) fails
-                message=f"round {round_}: the relayer delivering",
+            kills_mid_delivery = 0
+            for round_ in range(KILLS):
+                before = len(receiver.all())
+                await eventually(
+                    lambda b=before: len(receiver.all()) >= b + 3,
+                    timeout=30,  # a killed relayer's batch waiting out its lease (60 s) fails
+                    message=f"round {round_}: the relayer delivering",
+                )
+                await asyncio.sleep(rng.uniform(0.0, 0.1))  # chaos: the moment of the kill
+                relaying = await eventually(outbox_leader, timeout=60, message="an outbox leader")
+                in_flight = receiver.in_flight
+                assert relaying.kill() == -signal.SIGKILL
+                kills_mid_delivery += in_flight > 0
+                print(
+                    f"round {round_}: killed {relaying.name} with {in_flight} request(s) in "
+                    f"flight; {len(receiver.all())} arrivals, {len(store.list_outbox('pending'))} "
+                    "pending"
+                )
+                spawn()
+            assert kills_mid_delivery >= MIN_KILLS_MID_DELIVERY, (
+                f"only {kills_mid_delivery} kill(s) landed mid-delivery (seed {seed})"
             )
-            await asyncio.sleep(rng.uniform(0.0, 0.1))  # chaos: the moment of the kill
-            relaying = await eventually(outbox_leader, timeout=60, message="an outbox leader")
-            in_flight = receiver.in_flight
-            assert relaying.kill() == -signal.SIGKILL
-            kills_mid_delivery += in_flight > 0
-            print(
-                f"round {round_}: killed {relaying.name} with {in_flight} request(s) in "
-                f"flight; {len(receiver.all())} arrivals, {len(store.list_outbox('pending'))} "
-                "pending"
-            )
-            spawn()
-        assert kills_mid_delivery >= MIN_KILLS_MID_DELIVERY, (
-            f"only {kills_mid_delivery} kill(s) landed mid-delivery (seed {seed})"
-        )
 
-        async with rn.App(store_url, max_concurrent=0) as client:
-            for i in range(INSTANCES):
-                assert await client.result(f"n-{i}", timeout=120) == STEPS
+            async with rn.App(store_url, max_concurrent=0) as client:
+                for i in range(INSTANCES):
+                    assert await client.result(f"n-{i}", timeout=120) == STEPS
 
-        def settled() -> bool:
-            rows = store.list_outbox(limit=10 * TOTAL)
-            return len(rows) == TOTAL and all(row.status != "pending" for row in rows)
+            def settled() -> bool:
+                rows = store.list_outbox(limit=10 * TOTAL)
+                return len(rows) == TOTAL and all(row.status != "pending" for row in rows)
 
-        await eventually(settled, timeout=120, message="every event settled")
-        for worker in workers:
-            if worker.alive():
-                assert worker.terminate() == 0, worker.output()
-    except BaseException:
-        for worker in workers:
-            print(worker.output())
-        raise
+            await eventually(settled, timeout=120, message="every event settled")
+            for worker in workers:
+                if worker.alive():
+                    assert worker.terminate() == 0, worker.output()
     finally:
-        stop_all(workers)
         receiver.stop()
         rows = store.list_outbox(limit=10 * TOTAL)
         store.close()

@@ -16,8 +16,6 @@ kept step that ran again would show as an extra or misplaced row. It must read: 
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import romancy_nb as rn
 from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
 from tests.conftest import TableReader
+from tests.processes import crash_random
 from tests.sql import create_ledger
 
 WORKER = Path(__file__).with_name("rollback_worker.py")
@@ -69,9 +68,7 @@ def _history(store: Any, table: str) -> list[tuple[Any, ...]]:
 def test_rollback_killed_between_compensations_undoes_each_step_once_in_reverse(
     store_url: str, table_rows: TableReader, tmp_path: Path
 ) -> None:
-    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
-    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
-    rng = random.Random(seed)
+    seed, rng = crash_random()
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -10,8 +10,6 @@ is in progress, and a final run to completion, the ledger must hold exactly one 
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import romancy_nb as rn
 from romancy_nb.store import open_store
 from romancy_nb.testing import wait_until
 from tests.conftest import TableReader
+from tests.processes import crash_random
 from tests.sql import create_ledger
 
 WORKER = Path(__file__).with_name("ledger_worker.py")
@@ -56,9 +55,7 @@ def _spawn(db: str, logs: Path, n: int) -> subprocess.Popen[bytes]:
 def test_sigkill_at_random_moments_keeps_the_ledger_exactly_once(
     store_url: str, table_rows: TableReader, tmp_path: Path
 ) -> None:
-    seed = int(os.environ.get("ROMANCY_CRASH_SEED", random.randrange(2**32)))
-    print(f"crash seed: {seed} (rerun with ROMANCY_CRASH_SEED={seed})")
-    rng = random.Random(seed)
+    seed, rng = crash_random()
 
     logs = tmp_path / "logs"
     logs.mkdir()
