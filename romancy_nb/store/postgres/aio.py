@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import TupleRow
 
 from romancy_nb.store.postgres.conversation import on_the_loop
 from romancy_nb.store.postgres.pipeline import LoopConnection, one_statement
@@ -46,8 +45,6 @@ from romancy_nb.store.protocol import (
     StepRecord,
     WokenRun,
 )
-
-AsyncConnection = psycopg.AsyncConnection[TupleRow]
 
 
 class LoopCalls:
@@ -149,7 +146,7 @@ class LoopCalls:
         self._open += 1
         try:
             connection = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, client_encoding="UTF8", **self._kwargs
+                self._url, autocommit=True, **self._kwargs
             )
             return LoopConnection(connection)
         except psycopg.Error as error:

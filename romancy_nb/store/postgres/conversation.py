@@ -5,9 +5,10 @@ the engine makes them from its event loop when it can (``aio.py``), from a threa
 not. Rather than writing each twice, blocking and async, a transaction is a generator —
 a *conversation* — that yields :class:`Batch` es of statements and is sent back the rows
 of each batch's :class:`Read` s; what it returns is the transaction's answer. A batch is
-one round trip: its statements travel together in psycopg's pipeline mode (after the
-``BEGIN`` and, with the last batch, the ``COMMIT``), and the next batch can depend on what
-the previous one read. A conversation that returns without a committing batch is
+one round trip: its statements travel together in pipeline mode (psycopg's from a
+thread, :class:`~romancy_nb.store.postgres.pipeline.Pipeline` on the loop), after the
+``BEGIN`` and, with the last batch, the ``COMMIT``; the next batch can depend on what the
+previous one read. A conversation that returns without a committing batch is
 committed after it (one more round trip, on a path that found nothing to do).
 
 Every statement is prepared at its first use on a connection and planned once for any
@@ -26,10 +27,9 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from romancy_nb.store.postgres.connections import GENERIC_PLANS, Connection
-from romancy_nb.store.postgres.pipeline import LoopConnection, Pipeline
+from romancy_nb.store.postgres.pipeline import LoopConnection, Pipeline, Rows
 
 T = TypeVar("T")
-Rows = list[tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
