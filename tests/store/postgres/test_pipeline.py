@@ -5,11 +5,14 @@ it checks the lease, and its errors are the store's, as on a thread."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 import pytest
 
+import romancy_nb as rn
 from romancy_nb.errors import StoreError
 from romancy_nb.store.postgres.pipeline import numbered
 from romancy_nb.store.postgres.store import PostgresStore
@@ -97,3 +100,41 @@ def test_placeholders_become_numbered_parameters() -> None:
     for sql in ("SELECT %s", "SELECT %s, %s, %s"):
         with pytest.raises(ValueError, match="placeholders for 2 arguments"):
             numbered(sql, 2)
+
+
+@rn.workflow
+async def waits_for_a_parcel(ctx: rn.WorkflowContext) -> object:
+    return (await ctx.wait_event("parcel.arrived")).data
+
+
+async def test_a_wake_up_waiting_for_a_row_lock_leaves_the_event_loop_free(pg_url: str) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async with rn.App(pg_url) as app:
+        iid = await app.start(waits_for_a_parcel)
+        while app.get_instance(iid).status != "waiting_for_event":
+            await asyncio.sleep(0.005)
+        # another session holds the instance's row: the wake-up's lock waits for it
+        with psycopg.connect(pg_url) as locker:
+            locker.execute(
+                "SELECT 1 FROM workflow_instances WHERE instance_id = %s FOR UPDATE", (iid,)
+            )
+            release = threading.Timer(1.0, locker.rollback)
+            ticker = asyncio.create_task(tick())
+            try:
+                release.start()
+                before = ticks
+                await app.send_event("parcel.arrived", "box")  # may wake it before returning
+                assert await app.result(iid, timeout=60) == "box"
+                ran_meanwhile = ticks - before
+            finally:
+                release.join()
+                ticker.cancel()
+    # the loop went on while the wake-up waited (a wait on the loop would have frozen it)
+    assert ran_meanwhile >= 10
